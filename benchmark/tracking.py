@@ -1,0 +1,76 @@
+"""MLflow tracking: one parent run per invocation, one child per RunSpec, resume by key.
+
+Backend choice: a SQLite file (``sqlite:///<results_dir>/mlflow.db``).  MLflow 3 refuses the
+``./mlruns`` file store by default, and SQLite writes each run's status in a transaction, so a
+process killed mid-grid leaves either a FINISHED run or an unfinished one — never a half-written
+record.  Artifacts go to ``<results_dir>/mlartifacts``.  ``MLFLOW_TRACKING_URI`` (or
+``--tracking-uri``) points at any other server.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+import mlflow  # noqa: E402
+from mlflow.entities import RunStatus  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+KEY_TAG = "runspec_key"
+
+
+def resolve_tracking_uri(cli_uri: str | None, config_uri: str | None, results_dir: Path) -> str:
+    uri = cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or config_uri
+    if uri:
+        return uri
+    results_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
+
+
+def experiment_name(dataset: str) -> str:
+    return f"medfusion-{dataset}"
+
+
+class Tracker:
+    def __init__(self, tracking_uri: str, results_dir: Path) -> None:
+        self.uri = tracking_uri
+        self.results_dir = results_dir
+        mlflow.set_tracking_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri)
+
+    def experiment_id(self, dataset: str, create: bool = True) -> str | None:
+        name = experiment_name(dataset)
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        if not create:
+            return None
+        location = None
+        if self.uri.startswith("sqlite:") or self.uri.startswith("file:"):
+            location = (self.results_dir / "mlartifacts" / name).resolve().as_uri()
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def runs_by_key(self, experiment_id: str) -> dict[str, list]:
+        """All child runs grouped by RunSpec key (any status)."""
+        out: dict[str, list] = {}
+        page = None
+        while True:
+            result = self.client.search_runs([experiment_id], filter_string=f"tags.{KEY_TAG} != ''",
+                                             max_results=5000, page_token=page)
+            for run in result:
+                out.setdefault(run.data.tags[KEY_TAG], []).append(run)
+            page = result.token
+            if not page:
+                return out
+
+    def finished_keys(self, experiment_id: str) -> set[str]:
+        return {k for k, runs in self.runs_by_key(experiment_id).items()
+                if any(r.info.status == "FINISHED" for r in runs)}
+
+    def close_stale(self, experiment_id: str, key: str) -> None:
+        """An earlier attempt of this key that never finished (killed process): mark it KILLED."""
+        for run in self.runs_by_key(experiment_id).get(key, []):
+            if run.info.status == "RUNNING":
+                self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))

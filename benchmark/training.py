@@ -1,0 +1,146 @@
+"""The one training loop for every method; it calls only the method contract.
+
+AdamW (unless the method configures its own optimiser), the shared epoch budget, validation-based
+model selection on the dataset's primary metric, deterministic under a seed.  The test split is
+never touched here.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+
+from benchmark.data import PreparedData, SplitData
+from benchmark.errors import ConfigError
+from benchmark.metrics import compute_metrics
+from methods.base import FusionMethod, OptimizerSettings
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    eval_batch_size: int = 500
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 0        # torch intra-op threads; 0 = torch's default
+    grad_clip: float = 0.0  # 0 = off
+
+    def validate(self, where: str) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"{where}.lr: must be > 0, got {self.lr}")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_val: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def predict(method: FusionMethod, split: SplitData, prior: np.ndarray, device: torch.device,
+            batch_size: int, present: np.ndarray | None = None) -> np.ndarray:
+    """(N, K) probabilities for a split under its mask, or under another ``present`` scenario.
+
+    Samples with no modality left are not shown to the method: they get the training prior.
+    """
+    method.eval()
+    base_present = split.present if present is None else (np.asarray(present, bool) & split.real_present)
+    usable = base_present.any(axis=1)
+    out = np.tile(np.asarray(prior, dtype=np.float64), (len(split), 1))
+    rows = np.flatnonzero(usable)
+    for start in range(0, len(rows), batch_size):
+        index = rows[start:start + batch_size]
+        batch = split.batch(index, present=base_present[index])
+        out[index] = method.predict_proba(batch.to(device)).float().cpu().numpy()
+    return out
+
+
+def train_method(method: FusionMethod, data: PreparedData, cfg: TrainingConfig, seed: int,
+                 on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Train with the method's stages; keep the state with the best validation primary metric."""
+    device = resolve_device(cfg.device)
+    method.to(device)
+    train, val = data.splits["train"], data.splits["val"]
+    rng = np.random.default_rng(seed)
+    optimizer, scheduler = method.configure_optimizer(
+        OptimizerSettings(lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs))
+    best_state, best_val, best_epoch = None, -np.inf, -1
+    history: list[dict[str, float]] = []
+    epoch = 0
+    metric = data.info.primary_metric
+    for stage in method.stages(cfg.epochs):
+        for _ in range(stage.epochs):
+            method.train()
+            sums: dict[str, float] = {}
+            n_batches = 0
+            if stage.full_batch:
+                batches = [np.arange(len(train))]
+            else:
+                custom = method.train_batches(train.labels, cfg.batch_size, rng)
+                if custom is None:
+                    order = rng.permutation(len(train))
+                    custom = (order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size))
+                batches = custom
+            for index in batches:
+                batch = train.batch(np.asarray(index), train=True).to(device)
+                losses = method.training_step(batch, stage)
+                loss = losses["loss"]
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss in epoch {epoch} ({stage.name}): {loss.item()}")
+                if optimizer is not None and loss.requires_grad:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
+                    optimizer.step()
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                n_batches += 1
+            method.on_epoch_end(epoch, stage)
+            if scheduler is not None:
+                scheduler.step()
+            record = {f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()}
+            if stage.select_model and len(val):
+                probs = predict(method, val, data.train_prior, device, cfg.eval_batch_size)
+                val_metrics = compute_metrics(data.info.task, val.labels, probs)
+                record.update({f"val_{k}": v for k, v in val_metrics.items()})
+                score = val_metrics.get(metric, float("nan"))
+                score = -np.inf if np.isnan(score) else score
+                if best_state is None or score > best_val:
+                    best_val, best_epoch = score, epoch
+                    best_state = copy.deepcopy(method.state_dict())
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(epoch, record)
+            epoch += 1
+    if best_state is not None:
+        method.load_state_dict(best_state)
+    else:  # no validation split: last epoch (CMML spec's rule, applied to every method)
+        best_epoch = epoch - 1
+    return TrainResult(best_epoch, float(best_val) if np.isfinite(best_val) else float("nan"), history)

@@ -1,0 +1,138 @@
+"""The method contract every fusion method implements (one file per method in ``methods/``).
+
+The training loop (``benchmark.training``) only ever calls what is defined here, so a method
+with extra stages (contrastive pre-training), epoch hooks (memory banks, schedules) or a special
+sampler (class-balanced batches for prototype losses) declares them by overriding a hook — the
+harness never branches on a method's name.
+
+A method receives a :class:`~benchmark.data.Batch` whose absent modalities are already zeros and
+whose ``present`` (B, 2) says which modality each sample has.  It must never depend on the
+content of an absent modality; the conformance suite (``tests/test_method_conformance.py``)
+checks this for every registered method.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.data import Batch
+from benchmark.encoders import EncoderConfig, ImageEncoder, TabularEncoder
+from benchmark.options import from_mapping
+from datasets.base import DatasetInfo
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A phase of training. The loop runs ``epochs`` epochs of it, in order."""
+
+    name: str = "supervised"
+    epochs: int = 1
+    full_batch: bool = False    # the whole training split arrives as one batch (sklearn models)
+    select_model: bool = True   # validation-based model selection runs after each epoch
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """For methods without options."""
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """The shared budget's optimiser settings, handed to ``configure_optimizer``."""
+
+    lr: float
+    weight_decay: float
+    epochs: int
+
+
+class FusionMethod(nn.Module):
+    """Base class: an ``nn.Module`` with a loss for a training step and class probabilities.
+
+    Subclasses set ``display_name`` and, if they have options, an ``Options`` dataclass; the
+    options are validated once here (unknown key -> error naming it).
+    """
+
+    registry_name: ClassVar[str]
+    display_name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    # Optuna search space for the tuning issue: name -> {"type": "float"|"int"|"categorical", ...}
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, info: DatasetInfo, encoders: EncoderConfig, **options: Any) -> None:
+        super().__init__()
+        self.info = info
+        self.encoder_config = encoders
+        self.options = from_mapping(self.Options, options, f"method '{self.registry_name}' options")
+
+    # -- shared building blocks ------------------------------------------------------------
+    def build_image_encoder(self) -> ImageEncoder:
+        return ImageEncoder(self.encoder_config.image, self.info.image_channels, self.info.views)
+
+    def build_tabular_encoder(self) -> TabularEncoder:
+        return TabularEncoder(self.encoder_config.tabular, self.info.tabular_dim)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.info.task == "multilabel"
+
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor,
+                            rows: torch.Tensor | None = None) -> torch.Tensor:
+        """CE (binary/multiclass) or BCE (multilabel), optionally on a subset of rows."""
+        if rows is not None:
+            logits, labels = logits[rows], labels[rows]
+        if logits.shape[0] == 0:
+            return logits.sum() * 0.0
+        if self.multilabel:
+            return F.binary_cross_entropy_with_logits(logits, labels.float())
+        return F.cross_entropy(logits, labels)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1)
+
+    # -- the contract -------------------------------------------------------------------------
+    def stages(self, epochs: int) -> list[Stage]:
+        """Training phases within the shared epoch budget. Default: one supervised stage."""
+        return [Stage("supervised", epochs)]
+
+    def train_batches(self, labels: np.ndarray, batch_size: int,
+                      rng: np.random.Generator) -> Iterator[np.ndarray] | None:
+        """Index batches for one epoch (e.g. class-balanced); None = shuffled, ceil(N/B) batches."""
+        return None
+
+    def configure_optimizer(self, settings: OptimizerSettings) -> tuple[torch.optim.Optimizer | None, Any]:
+        """Optimiser and per-epoch LR scheduler (or None). Default: AdamW, constant LR."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return None, None
+        return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay), None
+
+    def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
+        """Losses for one batch; must contain ``"loss"`` (other entries are logged)."""
+        raise NotImplementedError
+
+    def predict_proba(self, batch: Batch) -> torch.Tensor:
+        """(B, K) class probabilities (softmax; sigmoid per label for multilabel)."""
+        raise NotImplementedError
+
+    def on_epoch_end(self, epoch: int, stage: Stage) -> None:
+        """Hook after each training epoch (schedules, memory banks)."""
+
+
+class UnimodalFallback(nn.Module):
+    """Learned logits for samples that lack the modality a unimodal head needs.
+
+    Trained by the same loss on exactly those samples, it converges to their label prior: a
+    unimodal model can say nothing more about a sample whose modality is absent.
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(num_classes))
+
+    def forward(self, batch_size: int) -> torch.Tensor:
+        return self.logits.unsqueeze(0).expand(batch_size, -1)
