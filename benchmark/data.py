@@ -68,7 +68,7 @@ class TabularPreprocessor:
         self.categorical_cols = [c for c in columns if c.kind == "categorical"]
 
     def fit(self, numeric: np.ndarray, categorical: np.ndarray) -> "TabularPreprocessor":
-        numeric = np.asarray(numeric, dtype=np.float64).reshape(len(numeric), -1)
+        numeric = np.asarray(numeric, dtype=np.float64).reshape(len(numeric), len(self.numeric_cols))
         with np.errstate(all="ignore"):
             mean = np.nanmean(numeric, axis=0) if len(numeric) else np.zeros(numeric.shape[1])
             std = np.nanstd(numeric, axis=0) if len(numeric) else np.ones(numeric.shape[1])
@@ -100,7 +100,7 @@ class TabularPreprocessor:
     def transform(self, numeric: np.ndarray, categorical: np.ndarray) -> tuple[np.ndarray, int]:
         """Encoded (N, F) float32 and the number of unseen categorical values (all-zero one-hot)."""
         n = len(numeric)
-        numeric = np.asarray(numeric, dtype=np.float64).reshape(n, -1)
+        numeric = np.asarray(numeric, dtype=np.float64).reshape(n, len(self.numeric_cols))
         parts = []
         for j in range(numeric.shape[1]):
             col = numeric[:, j]

@@ -19,10 +19,13 @@ from mlflow.entities import RunStatus  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 KEY_TAG = "runspec_key"
+# mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into the environment, so read the user's
+# value once, before any run of ours has set it.
+_USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 
 def resolve_tracking_uri(cli_uri: str | None, config_uri: str | None, results_dir: Path) -> str:
-    uri = cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or config_uri
+    uri = cli_uri or _USER_TRACKING_URI or config_uri
     if uri:
         return uri
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny synthetic data fabricated at test time (no files, no network)."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.data import prepare_data
+from benchmark.encoders import EncoderConfig, ImageEncoderConfig, TabularEncoderConfig
+from benchmark.masks import MissingSpec
+from datasets import create_dataset
+
+torch.set_num_threads(1)
+
+TINY = dict(n_train=96, n_val=48, n_test=96, sigma_pix=0.1, mc_samples=20_000)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset():
+    return create_dataset("synthetic", **TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_table(tiny_dataset):
+    return tiny_dataset.load_table()
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tiny_dataset, tiny_table):
+    return prepare_data(tiny_dataset, tiny_table, MissingSpec("mixed", 0.5, "both"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def encoder_config():
+    return EncoderConfig(ImageEncoderConfig(model="test_efficientnet"), TabularEncoderConfig(hidden=(16,), dim=16))
+
+
+def mixed_presence(n: int) -> np.ndarray:
+    """Image missing, tabular missing and both present, interleaved."""
+    present = np.ones((n, 2), bool)
+    present[0::3, 0] = False
+    present[1::3, 1] = False
+    return present
