@@ -196,6 +196,25 @@ def run_benchmark(cfg, build_leaderboard: bool = True) -> int:
 SCENARIOS = ("mask", "full", "image_missing", "tabular_missing")
 
 
+def machine_description(device: str) -> str:
+    """Where a run ran (for the leaderboard's provenance line): CPU model and cores, or the GPU."""
+    import os
+    import platform
+
+    import torch
+
+    from benchmark.training import resolve_device
+    if resolve_device(device).type == "cuda":
+        return f"{torch.cuda.get_device_name(0)} (CUDA), {os.cpu_count()} CPU cores"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__} CPU"
+
+
 def scenario_presence(split, scenario: str) -> np.ndarray:
     """Which modalities each test sample has in a scenario: the configured mask, everything
     really available ("full", the mask undone), or that with one modality removed for all."""
@@ -240,7 +259,7 @@ def _run_cell(cfg, spec, data, reference: dict[str, float], parent_id: str, exp_
     display = "Bayes oracle" if oracle is not None else (get_method_class(spec.method).display_name or spec.method)
     tags = {KEY_TAG: spec.key(), "method": spec.method, "method_display": display,
             "dataset": spec.dataset, "row_kind": "reference" if oracle is not None else "method",
-            "mlflow.parentRunId": parent_id}
+            "mlflow.parentRunId": parent_id, "machine": machine_description(cfg.training.device)}
     with mlflow.start_run(experiment_id=exp_id, run_name=spec.label(), nested=True, tags=tags):
         params = {**asdict(spec), "image_share": cfg.missing.image_share,
                   "encoder_image": cfg.encoders.image.model, "encoder_tabular_dim": cfg.encoders.tabular.dim}
