@@ -9,7 +9,7 @@ RESULTS ?= results
 ARGS ?=
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup bench test leaderboard ui clean-results help
+.PHONY: setup bench tune test leaderboard ui clean-results help
 
 help:
 	@echo "make bench [DATASET=synthetic] [ARGS='--missing-rate 0.3']  run the benchmark grid"
@@ -21,7 +21,7 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,nifti]'
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
@@ -29,6 +29,9 @@ setup: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmark.run --dataset $(DATASET) --results-dir $(RESULTS) $(ARGS)
+
+tune: $(STAMP)
+	$(PY) -m benchmark.tune --dataset $(DATASET) --results-dir $(RESULTS) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)

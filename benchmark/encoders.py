@@ -19,9 +19,10 @@ from benchmark.errors import ConfigError
 
 @dataclass(frozen=True)
 class ImageEncoderConfig:
-    model: str = "test_resnet"           # any timm model name
+    model: str = "test_efficientnet"     # any timm model name
     pretrained_path: str | None = None   # local state_dict file (.pth/.safetensors); no downloads
     drop_rate: float = 0.0
+    embedding_dim: int = 128             # width of the projection used for precomputed 1-D embeddings
 
     def validate(self, where: str) -> None:
         if not timm.is_model(self.model):
@@ -76,22 +77,51 @@ def create_image_backbone(cfg: ImageEncoderConfig, in_chans: int, features_only:
 def encode_present(module: nn.Module, x: torch.Tensor, present: torch.Tensor, out_dim: int) -> torch.Tensor:
     """Run ``module`` on the rows where ``present`` is True only; absent rows are exact zeros.
 
-    This keeps placeholder inputs out of BatchNorm statistics and makes peeking impossible.
+    This keeps placeholder inputs out of BatchNorm statistics and makes peeking impossible.  A
+    training batch with a single present row (possible at high missing rates) cannot give
+    BatchNorm batch statistics, so that one call uses the running statistics instead.
     """
     out = x.new_zeros((x.shape[0], out_dim))
     rows = torch.nonzero(present, as_tuple=False).flatten()
+    if rows.numel() == 1 and module.training:
+        norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for m in norms:
+            m.eval()
+        try:
+            out = out.index_copy(0, rows, module(x.index_select(0, rows)).to(out.dtype))
+        finally:
+            for m in norms:
+                m.train()
+        return out
     if rows.numel():
         out = out.index_copy(0, rows, module(x.index_select(0, rows)).to(out.dtype))
     return out
 
 
+class EmbeddingProjection(nn.Module):
+    """Encoder for precomputed 1-D image embeddings (e.g. CT-Foundation vectors): no timm model
+    can take them, so they skip the backbone and get one Linear+ReLU projection, for every method."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, out_dim), nn.ReLU())
+        self.num_features = out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1))
+
+
 class ImageEncoder(nn.Module):
     """A timm backbone shared by all views; per-view embeddings are mean-pooled over present views."""
 
-    def __init__(self, cfg: ImageEncoderConfig, in_chans: int, views: tuple[str, ...]) -> None:
+    def __init__(self, cfg: ImageEncoderConfig, in_chans: int, views: tuple[str, ...],
+                 image_shape: tuple[int, ...] = (0, 0)) -> None:
         super().__init__()
         self.views = views
-        self.backbone = create_image_backbone(cfg, in_chans)
+        if len(image_shape) == 0:  # 1-D embeddings: (B, in_chans) per view
+            self.backbone = EmbeddingProjection(in_chans, cfg.embedding_dim)
+        else:
+            self.backbone = create_image_backbone(cfg, in_chans)
         self.out_dim = int(self.backbone.num_features)
 
     def encode_views(self, images: dict[str, torch.Tensor], view_present: torch.Tensor) -> torch.Tensor:

@@ -4,14 +4,16 @@
   labels that have both classes in the evaluated set.
 * ACC: argmax accuracy; multilabel: element-wise accuracy at threshold 0.5.
 * Balanced accuracy and macro F1 likewise (multilabel: per-label mean / macro F1 at 0.5).
-* ``auc_micro``: multilabel only, the AUC of the flattened N x K matrices (official ODIR AUC).
+* ``auc_micro``, ``f1_micro``, ``kappa``: multilabel only, on the flattened N x K matrices (the
+  official ODIR AUC, F1 and kappa; threshold 0.5).
 """
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, cohen_kappa_score, f1_score,
+                             roc_auc_score)
 
 METRIC_NAMES = ("auc", "acc", "balanced_acc", "f1_macro")
 
@@ -32,6 +34,9 @@ def compute_metrics(task: str, labels: np.ndarray, probs: np.ndarray) -> dict[st
             out["acc"] = float((pred == y).mean())
             out["balanced_acc"] = float(np.mean([balanced_accuracy_score(y[:, k], pred[:, k]) for k in valid])) if valid else float("nan")
             out["f1_macro"] = float(f1_score(y, pred, average="macro", zero_division=0))
+            # ODIR's official score uses these on the flattened, binarised N x K matrices.
+            out["f1_micro"] = float(f1_score(y.ravel(), pred.ravel(), zero_division=0))
+            out["kappa"] = float(cohen_kappa_score(y.ravel(), pred.ravel()))
             return out
         y = labels.astype(int)
         pred = probs.argmax(axis=1)

@@ -71,7 +71,8 @@ class FusionMethod(nn.Module):
 
     # -- shared building blocks ------------------------------------------------------------
     def build_image_encoder(self) -> ImageEncoder:
-        return ImageEncoder(self.encoder_config.image, self.info.image_channels, self.info.views)
+        return ImageEncoder(self.encoder_config.image, self.info.image_channels, self.info.views,
+                            self.info.image_shape)
 
     def build_tabular_encoder(self) -> TabularEncoder:
         return TabularEncoder(self.encoder_config.tabular, self.info.tabular_dim)
