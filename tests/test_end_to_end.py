@@ -118,7 +118,7 @@ def _finished_children(db: Path) -> int:
     if not db.exists():
         return 0
     try:
-        with sqlite3.connect(db, timeout=1) as con:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as con:
             return con.execute("select count(*) from runs r join tags t on r.run_uuid = t.run_uuid "
                                "where t.key = 'runspec_key' and r.status = 'FINISHED'").fetchone()[0]
     except sqlite3.Error:
@@ -135,7 +135,7 @@ def test_killed_process_resumes_with_no_corrupt_record(tmp_path):
     deadline = time.time() + 240
     while time.time() < deadline and _finished_children(db) < 2 and proc.poll() is None:
         time.sleep(0.5)
-    assert proc.poll() is None, "the grid finished before it could be killed"
+    assert proc.poll() is None, f"the grid ended (status {proc.returncode}) before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = _finished_children(db)
