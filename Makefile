@@ -3,27 +3,36 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(HASH)
+TEST_STAMP := $(VENV)/.installed-test-$(HASH)
 DATASET ?= synthetic
 RESULTS ?= results
 ARGS ?=
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup bench tune test leaderboard ui clean-results help
+.PHONY: setup bench tune test leaderboard ui server help
 
 help:
 	@echo "make bench [DATASET=synthetic] [ARGS='--missing-rate 0.3']  run the benchmark grid"
 	@echo "make test                                                   run the test suite"
 	@echo "make leaderboard                                            rebuild leaderboards from MLflow"
+	@echo "make tune [DATASET=synthetic] ARGS='--methods late_fusion --trials 20'  equal-budget Optuna tuning"
 	@echo "make ui                                                     open the MLflow UI on 127.0.0.1:5000"
+	@echo "make server                                                 MLflow tracking server on 127.0.0.1:5001"
 
-# The venv is rebuilt only when pyproject.toml changes (the stamp carries its hash).
+# The venv is (re)installed only when pyproject.toml changes (the stamps carry its hash).
+# `make bench` needs the base install; `make test` adds the dev, nifti and ray extras.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,nifti]'
+	$(PY) -m pip install --quiet -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,nifti,ray]'
+	@touch $(TEST_STAMP)
 
 setup: $(STAMP)
 
@@ -33,7 +42,7 @@ bench: $(STAMP)
 tune: $(STAMP)
 	$(PY) -m benchmark.tune --dataset $(DATASET) --results-dir $(RESULTS) $(ARGS)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest $(ARGS)
 
 leaderboard: $(STAMP)
@@ -41,3 +50,6 @@ leaderboard: $(STAMP)
 
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(RESULTS))/mlflow.db --host 127.0.0.1 --port 5000
+
+server: $(STAMP)
+	$(PY) -m benchmark.server --results-dir $(RESULTS)

@@ -55,6 +55,24 @@ class MissingSection:
 
 
 @dataclass(frozen=True)
+class ExecutionSection:
+    """How cells are executed; never part of a run's identity (config hash)."""
+
+    executor: str = "local"          # local | ray
+    workers: int = 1                 # ray: parallel tasks on a local Ray instance
+    ray_address: str | None = None   # ray: join an existing cluster ("auto" = one from `ray start`)
+    retries: int = 2                 # ray: retries of a failed task before it is reported
+    gpus_per_task: float = 0.0       # ray: GPUs declared per task
+    threads_per_worker: int = 1      # ray: torch threads per task
+
+    def validate(self, where: str) -> None:
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"{where}.executor: {self.executor!r} is not one of 'local', 'ray'")
+        if self.workers < 1 or self.retries < 0 or self.threads_per_worker < 1:
+            raise ConfigError(f"{where}: workers and threads_per_worker must be >= 1, retries >= 0")
+
+
+@dataclass(frozen=True)
 class BenchmarkConfig:
     dataset: DatasetSection = field(default_factory=DatasetSection)
     methods: tuple[str, ...] = ("tabular_sklearn", "image_only", "tabular_only", "early_fusion", "late_fusion")
@@ -65,6 +83,7 @@ class BenchmarkConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     results_dir: str = "results"
     tracking_uri: str | None = None
+    execution: ExecutionSection = field(default_factory=ExecutionSection)
 
     def validate(self, where: str) -> None:
         if not self.methods:

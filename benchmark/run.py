@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
-import traceback
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
                                           "MLFLOW_TRACKING_URI also works)")
     p.add_argument("--results-dir", help="where leaderboards, masks and the MLflow store go (default: results)")
     p.add_argument("--no-leaderboard", action="store_true", help="do not rebuild the leaderboard at the end")
+    p.add_argument("--tuned", action="store_true",
+                   help="use each method's tuned parameters from <results-dir>/<dataset>/tuned/<method>.yaml "
+                        "(written by python -m benchmark.tune); runs are tagged tuned=true")
+    p.add_argument("--executor", choices=("local", "ray"),
+                   help="local (default): cells run one after another in this process; ray: each cell is a Ray task")
+    p.add_argument("--workers", type=int, help="--executor ray: number of parallel workers (CPUs) on a local Ray")
+    p.add_argument("--ray-address", help="--executor ray: join an existing cluster (an address, or 'auto' "
+                                         "for one started with `ray start`)")
     p.add_argument("--list", action="store_true", help="list registered methods and datasets and exit")
     return p
 
@@ -85,6 +93,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
                                   ("lr", args.lr), ("device", args.device)) if v is not None}
     if training:
         o["training"] = training
+    execution = {k: v for k, v in (("executor", args.executor), ("workers", args.workers),
+                                    ("ray_address", args.ray_address)) if v is not None}
+    if execution:
+        o["execution"] = execution
     if args.results_dir:
         o["results_dir"] = args.results_dir
     if args.tracking_uri:
@@ -103,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         from benchmark.config import load_config
         cfg = load_config(args.config, overrides_from_args(args))
-        return run_benchmark(cfg, build_leaderboard=not args.no_leaderboard)
+        return run_benchmark(cfg, build_leaderboard=not args.no_leaderboard, tuned=args.tuned)
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -112,17 +124,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def run_benchmark(cfg, build_leaderboard: bool = True) -> int:
-    """Run every unfinished cell of ``cfg``; returns the process exit status."""
+def run_benchmark(cfg, build_leaderboard: bool = True, tuned: bool = False) -> int:
+    """Run every unfinished cell of ``cfg``; returns the process exit status.
+
+    ``tuned``: each method runs with its tuned parameters (benchmark.tune.apply_tuned), under a
+    config hash of its own, so tuned and default runs are distinct cells of the same store."""
     import torch
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from benchmark.config import dump_config
-    from benchmark.data import prepare_data
-    from benchmark.masks import MissingSpec
-    from benchmark.runspec import ORACLE_METHOD, build_grid
-    from benchmark.tracking import KEY_TAG, Tracker, resolve_tracking_uri
+    from benchmark.runspec import build_grid
+    from benchmark.tracking import resolve_tracking_uri
     from benchmark.training import resolve_device
     from datasets import create_dataset
 
@@ -132,12 +143,39 @@ def run_benchmark(cfg, build_leaderboard: bool = True) -> int:
         torch.set_num_threads(cfg.training.threads)
     resolve_device(cfg.training.device)  # fail early on --device cuda without CUDA
     dataset = create_dataset(cfg.dataset.name, cfg.dataset.root, **cfg.dataset.options)
-    table = dataset.load_table()
-    oracle = dataset.oracle()
-    grid = build_grid(cfg, with_oracle=oracle is not None)
+    grid = build_grid(cfg, with_oracle=dataset.oracle() is not None)
+    cell_cfgs: dict = {}
+    cell_tags: dict = {}
+    if tuned:
+        from benchmark.tune import apply_tuned
+        grid, cell_cfgs, cell_tags = apply_tuned(cfg, grid, results_dir)
 
-    tracker = Tracker(resolve_tracking_uri(None, cfg.tracking_uri, results_dir), results_dir)
+    uri = resolve_tracking_uri(None, cfg.tracking_uri, results_dir)
+    execution = cfg.execution
+    server = None
+    if execution.executor == "ray" and execution.workers > 1 and uri.startswith("sqlite:"):
+        # Many processes never write one SQLite file: they go through a local tracking server.
+        from benchmark.server import LocalMlflowServer
+        server = LocalMlflowServer(results_dir, backend_uri=uri).start()
+        console.print(f"started MLflow tracking server {server.uri} (backend {uri})")
+        uri = server.uri
+    try:
+        return _run_grid(cfg, grid, cell_cfgs, cell_tags, uri, results_dir, console, build_leaderboard)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _run_grid(cfg, grid, cell_cfgs, cell_tags, uri: str, results_dir: Path, console,
+              build_leaderboard: bool) -> int:
     import mlflow
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from benchmark.config import dump_config
+    from benchmark.executor import CellRunner, LocalExecutor, RayExecutor
+    from benchmark.tracking import Tracker
+
+    tracker = Tracker(uri, results_dir)
     exp_id = tracker.experiment_id(cfg.dataset.name)
     by_key = tracker.runs_by_key(exp_id)
     finished = {k for k, runs in by_key.items() if any(r.info.status == "FINISHED" for r in runs)}
@@ -151,32 +189,28 @@ def run_benchmark(cfg, build_leaderboard: bool = True) -> int:
     failures: list[str] = []
     started = time.time()
     if todo:
-        groups: dict[tuple, list] = {}
-        for spec in todo:
-            groups.setdefault((spec.pattern, spec.protocol, spec.rate, spec.seed), []).append(spec)
-        config_text = dump_config(cfg)
         with mlflow.start_run(experiment_id=exp_id, run_name=f"benchmark {time.strftime('%Y-%m-%d %H:%M:%S')}",
                               tags={"kind": "invocation"}) as parent, \
                 Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                          TimeElapsedColumn(), console=console, transient=False) as progress:
-            mlflow.log_text(config_text, "config.yaml")
-            grid_task = progress.add_task("grid", total=len(todo))
-            for (pattern, protocol, rate, seed), specs in groups.items():
-                mspec = MissingSpec(pattern, rate, protocol, cfg.missing.image_share)  # type: ignore[arg-type]
-                data = prepare_data(dataset, table, mspec, seed, results_dir / "masks")
-                reference = _oracle_reference(oracle, data, mspec, seed) if oracle is not None else {}
-                for spec in specs:
-                    progress.update(grid_task, description=f"{spec.method:<16} rate={rate:g} seed={seed}")
-                    try:
-                        _run_cell(cfg, spec, data, reference, parent.info.run_id, exp_id, config_text,
-                                  progress, oracle if spec.method == ORACLE_METHOD else None)
-                    except KeyboardInterrupt:
-                        raise
-                    except Exception as exc:  # a failed cell is reported; the others still run
-                        failures.append(f"{spec.label()}: {type(exc).__name__}: {exc}")
-                        console.print(f"[red]failed[/] {spec.label()}: {exc}")
-                        console.print(traceback.format_exc(limit=3), markup=False)
-                    progress.advance(grid_task)
+            mlflow.log_text(dump_config(cfg), "config.yaml")
+            grid_task = progress.add_task(f"grid ({cfg.execution.executor})", total=len(todo))
+            runner = CellRunner(cfg, tracker.uri, exp_id, parent.info.run_id, cell_cfgs, cell_tags,
+                                threads=cfg.training.threads)
+            if cfg.execution.executor == "ray":
+                executor = RayExecutor(cfg.execution.workers, cfg.execution.ray_address, cfg.execution.retries,
+                                       cfg.execution.gpus_per_task, cfg.execution.threads_per_worker)
+            else:
+                executor = LocalExecutor(progress)
+
+            def on_done(spec, error: str | None) -> None:
+                progress.update(grid_task, description=f"{spec.method:<16} rate={spec.rate:g} seed={spec.seed}")
+                progress.advance(grid_task)
+                if error is not None:
+                    failures.append(f"{spec.label()}: {error}")
+                    console.print(f"[red]failed[/] {spec.label()}: {error}")
+
+            executor.execute(todo, runner, on_done)
     console.print(f"grid done in {time.time() - started:.0f} s")
     if build_leaderboard:
         from benchmark.leaderboard import build_leaderboards, render_console
@@ -198,7 +232,6 @@ SCENARIOS = ("mask", "full", "image_missing", "tabular_missing")
 
 def machine_description(device: str) -> str:
     """Where a run ran (for the leaderboard's provenance line): CPU model and cores, or the GPU."""
-    import os
     import platform
 
     import torch
@@ -247,7 +280,8 @@ def _oracle_reference(oracle, data, mspec, seed: int) -> dict[str, float]:
 
 
 def _run_cell(cfg, spec, data, reference: dict[str, float], parent_id: str, exp_id: str,
-              config_text: str, progress, oracle) -> None:
+              progress, oracle, extra_tags: dict[str, str] | None = None) -> None:
+    """Train and evaluate one cell (or log the oracle reference) as a child MLflow run."""
     import mlflow
     import torch
 
@@ -259,7 +293,8 @@ def _run_cell(cfg, spec, data, reference: dict[str, float], parent_id: str, exp_
     display = "Bayes oracle" if oracle is not None else (get_method_class(spec.method).display_name or spec.method)
     tags = {KEY_TAG: spec.key(), "method": spec.method, "method_display": display,
             "dataset": spec.dataset, "row_kind": "reference" if oracle is not None else "method",
-            "mlflow.parentRunId": parent_id, "machine": machine_description(cfg.training.device)}
+            "mlflow.parentRunId": parent_id, "machine": machine_description(cfg.training.device),
+            **(extra_tags or {"tuned": "false"})}
     with mlflow.start_run(experiment_id=exp_id, run_name=spec.label(), nested=True, tags=tags):
         params = {**asdict(spec), "image_share": cfg.missing.image_share,
                   "encoder_image": cfg.encoders.image.model, "encoder_tabular_dim": cfg.encoders.tabular.dim}
@@ -274,16 +309,24 @@ def _run_cell(cfg, spec, data, reference: dict[str, float], parent_id: str, exp_
             return
         seed_everything(spec.seed)
         method = create_method(spec.method, data.info, cfg.encoders, **cfg.options_for(spec.method))
-        epoch_task = progress.add_task(f"  epochs {spec.method}", total=spec.epochs)
+        epoch_task = progress.add_task(f"  epochs {spec.method}", total=spec.epochs) if progress else None
+        fail_once = os.environ.get("MEDFUSION_FAIL_ONCE") == spec.key()  # failure injection (tests)
 
         def on_epoch(epoch: int, record: dict[str, float]) -> None:
             mlflow.log_metrics({k: float(v) for k, v in record.items() if np.isfinite(v)}, step=epoch)
-            progress.advance(epoch_task)
+            if progress is not None:
+                progress.advance(epoch_task)
+            if fail_once:
+                marker = Path(os.environ.get("MEDFUSION_FAIL_DIR", tempfile.gettempdir())) / f"failed-{spec.key()}"
+                if not marker.exists():
+                    marker.touch()
+                    os._exit(1)  # die mid-run, as a crashed worker would
 
         t0 = time.time()
         result = train_method(method, data, cfg.training, spec.seed, on_epoch)
         train_seconds = time.time() - t0
-        progress.remove_task(epoch_task)
+        if progress is not None:
+            progress.remove_task(epoch_task)
         device = resolve_device(cfg.training.device)
         test = data.splits["test"]
         metrics: dict[str, float] = {"train_seconds": train_seconds, "best_epoch": float(result.best_epoch),
