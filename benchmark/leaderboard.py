@@ -922,7 +922,7 @@ def datasets_in_store(uri: str) -> list[str]:
     from benchmark.tracking import experiment_name
     prefix = experiment_name("")
     names = [e.name for e in MlflowClient(uri).search_experiments()]
-    return sorted(n[len(prefix):] for n in names if n.startswith(prefix))
+    return sorted(n[len(prefix):] for n in names if n.startswith(prefix) and not n.endswith("-tuning"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -196,7 +196,8 @@ class MemoryBank(nn.Module):
         self.count = 0
 
     def keys(self) -> torch.Tensor:
-        return self.feats[: self.count]
+        # A copy: enqueue() overwrites the buffer in place before backward() needs these values.
+        return self.feats[: self.count].clone()
 
     @torch.no_grad()
     def enqueue(self, x: torch.Tensor) -> None:

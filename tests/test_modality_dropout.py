@@ -292,3 +292,22 @@ def test_yaml_configs_match_the_code(name):
     assert method_search_space(name) == cls.search_space
     for key in cls.search_space:
         assert key.startswith("options.") and hasattr(built, key.split(".", 1)[1])
+
+
+def test_memory_bank_trains_through_the_shared_loop():
+    """Regression: keys() must not be a view that enqueue() overwrites before backward()."""
+    from benchmark.config import method_defaults
+    from benchmark.data import prepare_data
+    from benchmark.encoders import EncoderConfig, ImageEncoderConfig, TabularEncoderConfig
+    from benchmark.masks import MissingSpec
+    from benchmark.training import TrainingConfig, seed_everything, train_method
+    from datasets import create_dataset
+    from methods import create_method
+
+    ds = create_dataset("synthetic", n_train=96, n_val=48, n_test=96, sigma_pix=0.1)
+    data = prepare_data(ds, ds.load_table(), MissingSpec("mixed", 0.5, "both"), 0)
+    enc = EncoderConfig(ImageEncoderConfig(model="test_efficientnet"), TabularEncoderConfig(hidden=(16,), dim=16))
+    seed_everything(0)
+    method = create_method("mdc", data.info, enc, **{**method_defaults("mdc"), "memory_size": 64})
+    result = train_method(method, data, TrainingConfig(epochs=3, batch_size=32), 0)
+    assert len(result.history) == 3
