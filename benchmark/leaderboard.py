@@ -730,7 +730,7 @@ def build_report(tracking_uri: str, dataset: str, runs: pd.DataFrame | None = No
     doc.blocks.append(Paragraph(
         f"Built from MLflow alone; only statistics on the logged metrics and test predictions are computed. "
         f"Intervals: 95% Student t over seeds. Paired tests: t-test over seeds + DeLong on pooled predictions. "
-        f"See docs/leaderboard.md for the definitions."))
+        f"See README, section 'Leaderboards', for the definitions."))
     csv_rows: list[dict[str, Any]] = []
     figures: list = []
     predictions = PredictionStore() if with_predictions else None

@@ -128,7 +128,10 @@ def _finished_children(db: Path) -> int:
 def test_killed_process_resumes_with_no_corrupt_record(tmp_path):
     """SIGKILL mid-grid (no clean-up code runs), then rerun: every cell finished exactly once."""
     cfg, results = _config(tmp_path, epochs=3)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # mlflow.set_tracking_uri() in earlier in-process tests exports MLFLOW_TRACKING_URI: drop it so
+    # the subprocess uses the config's own store.
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(REPO)
     proc = subprocess.Popen([sys.executable, "-m", "benchmark.run", "--config", str(cfg), "--no-leaderboard"],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = results / "mlflow.db"
