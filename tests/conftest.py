@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -37,6 +38,29 @@ def tiny_data(tiny_dataset, tiny_table):
 @pytest.fixture(scope="session")
 def encoder_config():
     return EncoderConfig(ImageEncoderConfig(model="test_efficientnet"), TabularEncoderConfig(hidden=(16,), dim=16))
+
+
+TINY_GRID_CONFIG = """
+dataset:
+  name: synthetic
+  options: {{n_train: 96, n_val: 48, n_test: 96, sigma_pix: 0.1, mc_samples: 20000}}
+methods: [tabular_sklearn, late_fusion]
+missing: {{pattern: mixed, protocol: both, rates: [0.0, 0.5]}}
+seeds: [0, 1]
+encoders:
+  image: {{model: test_efficientnet}}
+  tabular: {{hidden: [16], dim: 16}}
+training: {{epochs: {epochs}, batch_size: 32}}
+results_dir: {results}
+"""
+
+
+def write_tiny_config(tmp_path: Path, epochs: int = 1) -> tuple[Path, Path]:
+    """A 12-cell grid (2 methods + oracle x 2 rates x 2 seeds) on tiny synthetic data."""
+    results = tmp_path / "results"
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_GRID_CONFIG.format(epochs=epochs, results=results))
+    return cfg, results
 
 
 def mixed_presence(n: int) -> np.ndarray:

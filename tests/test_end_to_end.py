@@ -17,29 +17,9 @@ import pytest
 import benchmark.run as run_module
 from benchmark.leaderboard import build_leaderboards, load_runs
 from benchmark.runspec import ORACLE_METHOD
+from tests.conftest import write_tiny_config
 
 REPO = Path(__file__).resolve().parent.parent
-
-TINY_CONFIG = """
-dataset:
-  name: synthetic
-  options: {{n_train: 96, n_val: 48, n_test: 96, sigma_pix: 0.1, mc_samples: 20000}}
-methods: [tabular_sklearn, late_fusion]
-missing: {{pattern: mixed, protocol: both, rates: [0.0, 0.5]}}
-seeds: [0, 1]
-encoders:
-  image: {{model: test_efficientnet}}
-  tabular: {{hidden: [16], dim: 16}}
-training: {{epochs: {epochs}, batch_size: 32}}
-results_dir: {results}
-"""
-
-
-def _config(tmp_path: Path, epochs: int = 1) -> tuple[Path, Path]:
-    results = tmp_path / "results"
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(TINY_CONFIG.format(epochs=epochs, results=results))
-    return cfg, results
 
 
 def _children(results: Path) -> pd.DataFrame:
@@ -49,7 +29,7 @@ def _children(results: Path) -> pd.DataFrame:
 
 
 def test_tiny_grid_logs_runs_and_writes_leaderboard(tmp_path):
-    cfg, results = _config(tmp_path)
+    cfg, results = write_tiny_config(tmp_path)
     assert run_module.main(["--config", str(cfg)]) == 0
     runs = _children(results)
     # 2 rates x 2 seeds x (2 methods + oracle reference)
@@ -85,7 +65,7 @@ def test_tiny_grid_logs_runs_and_writes_leaderboard(tmp_path):
 
 
 def test_interrupted_grid_resumes_without_redoing_finished_runs(tmp_path, monkeypatch):
-    cfg, results = _config(tmp_path)
+    cfg, results = write_tiny_config(tmp_path)
     real_cell = run_module._run_cell
     calls: list[str] = []
 
@@ -127,7 +107,7 @@ def _finished_children(db: Path) -> int:
 
 def test_killed_process_resumes_with_no_corrupt_record(tmp_path):
     """SIGKILL mid-grid (no clean-up code runs), then rerun: every cell finished exactly once."""
-    cfg, results = _config(tmp_path, epochs=3)
+    cfg, results = write_tiny_config(tmp_path, epochs=3)
     # mlflow.set_tracking_uri() in earlier in-process tests exports MLFLOW_TRACKING_URI: drop it so
     # the subprocess uses the config's own store.
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}

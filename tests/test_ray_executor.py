@@ -15,26 +15,10 @@ ray = pytest.importorskip("ray", reason="the Ray extra (pip install -e '.[ray]')
 from benchmark.config import load_config  # noqa: E402
 from benchmark.run import main  # noqa: E402
 from benchmark.runspec import build_grid  # noqa: E402
-
-CONFIG = """
-dataset:
-  name: synthetic
-  options: {{n_train: 96, n_val: 48, n_test: 96, sigma_pix: 0.1, mc_samples: 20000}}
-methods: [tabular_sklearn, late_fusion]
-missing: {{pattern: mixed, protocol: both, rates: [0.0, 0.5]}}
-seeds: [0, 1]
-encoders:
-  image: {{model: test_efficientnet}}
-  tabular: {{hidden: [16], dim: 16}}
-training: {{epochs: 2, batch_size: 32}}
-results_dir: {results}
-"""
-
+from tests.conftest import write_tiny_config  # noqa: E402
 
 def test_ray_grid_with_a_killed_worker_finishes_every_cell_once(tmp_path, monkeypatch):
-    results = tmp_path / "results"
-    cfg_path = tmp_path / "tiny.yaml"
-    cfg_path.write_text(CONFIG.format(results=results))
+    cfg_path, results = write_tiny_config(tmp_path, epochs=2)
     cfg = load_config(cfg_path)
     victim = next(s for s in build_grid(cfg, with_oracle=True) if s.method == "late_fusion" and s.rate == 0.5)
     monkeypatch.setenv("MEDFUSION_FAIL_ONCE", victim.key())
