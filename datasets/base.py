@@ -141,7 +141,8 @@ class BenchmarkDataset:
             if not base:
                 raise DatasetLayoutError(
                     f"dataset '{self.registry_name}': no data root; pass --data-root or set "
-                    f"MEDFUSION_DATA (looked for $MEDFUSION_DATA/{self.registry_name}). "
+                    f"MEDFUSION_DATA (looked for $MEDFUSION_DATA/{self.registry_name}, MEDFUSION_DATA is unset). "
+                    f"Expected: {', '.join(self.expected_files) or 'see README'}. "
                     f"Download: {self.source_url or 'see README'}")
             root = Path(base) / self.registry_name
         path = Path(root)
