@@ -27,13 +27,16 @@ samples missing one modality (half image, half tabular), zeroed as the harness d
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import tempfile
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_peak_mib, step_parser  # noqa: E402  (benchmarks/_common.py)
+
 
 
 def _build(method: str, args: argparse.Namespace, device: torch.device):
@@ -86,30 +89,12 @@ def _peak_extra_mib(model, optimizer, batch, device: torch.device) -> float:
         _step(model, optimizer, batch)
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
-                 with_stack=True) as prof:
-        _step(model, optimizer, batch)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "timeline.json"
-        prof.export_memory_timeline(str(path), device="cpu")
-        _, sizes = json.loads(path.read_text())
-    totals = [sum(row) for row in sizes]
-    return (max(totals) - totals[0]) / 2**20
+    return cpu_peak_mib(lambda: _step(model, optimizer, batch))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--image-model", default="test_efficientnet")
-    parser.add_argument("--image-size", type=int, default=32)
+    parser = step_parser(__doc__.split("\n")[0])
     parser.add_argument("--views", type=int, default=1)
-    parser.add_argument("--rate", type=float, default=0.5)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--methods", default="late_fusion,cfcml", help="baseline first")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -33,8 +33,13 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import step_parser  # noqa: E402  (benchmarks/_common.py)
+
 
 
 def _rss_kib() -> int:
@@ -108,16 +113,8 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--image-model", default="test_efficientnet")
-    parser.add_argument("--image-size", type=int, default=32)
+    parser = step_parser(__doc__.split("\n")[0])
     parser.add_argument("--views", type=int, default=1)
-    parser.add_argument("--rate", type=float, default=0.5)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--methods", default="late_fusion,cmml", help="baseline first")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child-process mode
     args = parser.parse_args()

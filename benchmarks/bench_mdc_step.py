@@ -32,13 +32,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_peak_mib, step_parser  # noqa: E402  (benchmarks/_common.py)
+
 N_FEATURES = 12
+
 
 
 def build(case: str, args: argparse.Namespace, device: torch.device):
@@ -92,29 +96,11 @@ def peak_extra_mib(model, optimizer, stage, batch, device: torch.device) -> floa
         step(model, optimizer, stage, batch)
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
-                 with_stack=True) as prof:
-        step(model, optimizer, stage, batch)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "timeline.json"
-        prof.export_memory_timeline(str(path), device="cpu")
-        _, sizes = json.loads(path.read_text())
-    totals = [sum(row) for row in sizes]
-    return (max(totals) - totals[0]) / 2**20
+    return cpu_peak_mib(lambda: step(model, optimizer, stage, batch))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--image-model", default="test_efficientnet")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--rate", type=float, default=0.5)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1)
+    parser = step_parser(__doc__.split("\n")[0])
     parser.add_argument("--cases", default="late_fusion,mdc:supervised,mdc:contrastive,mdc@joint:supervised",
                         help="comma-separated method[@schedule][:stage]; baseline first")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")

@@ -11,7 +11,7 @@ import torch
 from benchmark.data import Batch
 from benchmark.training import TrainingConfig, predict, seed_everything, train_method
 from methods import create_method, list_methods
-from methods.base import FusionMethod
+from methods.base import FusionMethod, OptimizerSettings
 from tests.conftest import mixed_presence
 
 METHODS = list_methods()
@@ -30,7 +30,7 @@ def _mixed_batch(data, n: int = 24) -> Batch:
 
 def _train_steps(method: FusionMethod, batch: Batch, steps: int = 2) -> dict[str, torch.Tensor]:
     method.train()
-    opt, _ = method.configure_optimizer(__import__("methods.base", fromlist=["x"]).OptimizerSettings(1e-3, 0.0, 2))
+    opt, _ = method.configure_optimizer(OptimizerSettings(1e-3, 0.0, 2))
     out = {}
     for stage in method.stages(2):
         for _ in range(steps):
