@@ -331,6 +331,7 @@ def _run_cell(cfg, spec, data, reference: dict[str, float], parent_id: str, exp_
         test = data.splits["test"]
         metrics: dict[str, float] = {"train_seconds": train_seconds, "best_epoch": float(result.best_epoch),
                                      "best_val": result.best_val}
+        metrics.update({f"best_epoch_{name}": float(e) for name, e in result.group_best_epochs.items()})
         predictions: dict[str, np.ndarray] = {"ids": test.ids.astype(str), "labels": test.labels}
         t1 = time.time()
         for scenario in SCENARIOS:

@@ -18,7 +18,7 @@ import torch
 from benchmark.data import PreparedData, SplitData
 from benchmark.errors import ConfigError
 from benchmark.metrics import compute_metrics
-from methods.base import FusionMethod, OptimizerSettings
+from methods.base import FusionMethod, OptimizerSettings, SelectionGroup
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,28 @@ class TrainResult:
     best_epoch: int
     best_val: float
     history: list[dict[str, float]] = field(default_factory=list)
+    group_best_epochs: dict[str, int] = field(default_factory=dict)
+
+
+def group_validation_score(method: FusionMethod, data: PreparedData, group: SelectionGroup,
+                           device: torch.device, batch_size: int) -> float:
+    """Primary validation metric of the prediction that uses only the group's modalities.
+
+    Starts from the validation mask (masked data stays removed) and scores only the rows that keep
+    at least one of the group's modalities; NaN when there are none or the metric is undefined.
+    """
+    val = data.splits["val"]
+    present = val.present & np.asarray(group.modalities, bool)[None, :]
+    rows = present.any(axis=1)
+    if not rows.any():
+        return float("nan")
+    probs = predict(method, val, data.train_prior, device, batch_size, present=present)
+    metrics = compute_metrics(data.info.task, val.labels[rows], probs[rows])
+    return float(metrics.get(data.info.primary_metric, float("nan")))
+
+
+def _group_state(state: dict[str, torch.Tensor], group: SelectionGroup) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in state.items() if k.startswith(group.parameter_prefixes)}
 
 
 @torch.no_grad()
@@ -91,6 +113,8 @@ def train_method(method: FusionMethod, data: PreparedData, cfg: TrainingConfig, 
     optimizer, scheduler = method.configure_optimizer(
         OptimizerSettings(lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs))
     best_state, best_val, best_epoch = None, -np.inf, -1
+    groups = method.selection_groups()
+    group_best: dict[str, tuple[float, int, dict[str, torch.Tensor]]] = {}
     history: list[dict[str, float]] = []
     epoch = 0
     metric = data.info.primary_metric
@@ -135,12 +159,28 @@ def train_method(method: FusionMethod, data: PreparedData, cfg: TrainingConfig, 
                 if best_state is None or score > best_val:
                     best_val, best_epoch = score, epoch
                     best_state = copy.deepcopy(method.state_dict())
+                for name, group in groups.items():
+                    group_score = group_validation_score(method, data, group, device, cfg.eval_batch_size)
+                    record[f"val_{metric}_{name}"] = group_score
+                    group_score = -np.inf if np.isnan(group_score) else group_score
+                    if name not in group_best or group_score > group_best[name][0]:
+                        group_best[name] = (group_score, epoch, _group_state(method.state_dict(), group))
             history.append(record)
             if on_epoch is not None:
                 on_epoch(epoch, record)
             epoch += 1
     if best_state is not None:
+        for _, _, group_state in group_best.values():  # each group from its own best epoch
+            best_state.update(group_state)
         method.load_state_dict(best_state)
+        if group_best:
+            best_epoch = max(e for _, e, _ in group_best.values())
+        method.eval()
+        method.fit_on_validation(val.batch(index).to(device) for index in np.array_split(
+            np.arange(len(val)), max(1, -(-len(val) // cfg.eval_batch_size))))
+        probs = predict(method, val, data.train_prior, device, cfg.eval_batch_size)
+        best_val = compute_metrics(data.info.task, val.labels, probs).get(metric, float("nan"))
     else:  # no validation split: last epoch (CMML spec's rule, applied to every method)
         best_epoch = epoch - 1
-    return TrainResult(best_epoch, float(best_val) if np.isfinite(best_val) else float("nan"), history)
+    return TrainResult(best_epoch, float(best_val) if np.isfinite(best_val) else float("nan"), history,
+                       {name: e for name, (_, e, _) in group_best.items()})

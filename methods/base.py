@@ -13,7 +13,7 @@ checks this for every registered method.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -34,6 +34,20 @@ class Stage:
     epochs: int = 1
     full_batch: bool = False    # the whole training split arrives as one batch (sklearn models)
     select_model: bool = True   # validation-based model selection runs after each epoch
+
+
+@dataclass(frozen=True)
+class SelectionGroup:
+    """Parameters that are model-selected on their own, on validation data of their modalities.
+
+    ``modalities`` is a (image, tabular) availability filter applied on top of the validation
+    mask (never on top of data the mask removed); the group's score is the primary metric of the
+    method's prediction under it, on the validation rows that keep one of those modalities.
+    ``parameter_prefixes`` name the ``state_dict`` keys whose best-epoch values are kept.
+    """
+
+    modalities: tuple[bool, bool]
+    parameter_prefixes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -122,6 +136,22 @@ class FusionMethod(nn.Module):
 
     def on_epoch_end(self, epoch: int, stage: Stage) -> None:
         """Hook after each training epoch (schedules, memory banks)."""
+
+    def fit_on_validation(self, batches: Iterable[Batch]) -> None:
+        """Post-hoc fitting after model selection (e.g. calibration); default: nothing.
+
+        Receives the validation split under its mask, in evaluation batches (masked data
+        removed, as in training); the test split never reaches it.
+        """
+
+    def selection_groups(self) -> dict[str, SelectionGroup]:
+        """Independently selected parameter groups (e.g. the branches of an ensemble).
+
+        Default: none, the whole model is selected on the validation score of its prediction.
+        With groups, each group keeps the state of its own best validation epoch; parameters in
+        no group keep the jointly selected state.
+        """
+        return {}
 
 
 class UnimodalFallback(nn.Module):
