@@ -96,9 +96,21 @@ class BenchmarkConfig:
     def options_for(self, method: str) -> dict[str, Any]:
         return dict(self.method_options.get(method, {}))
 
+    def resolved_options(self, method: str) -> dict[str, Any]:
+        """The method's options with its code defaults filled in (what the run will use).
+
+        Hashing these rather than the configured keys makes a changed default in a method's
+        ``Options`` a different run, so resume never reuses results of other settings.
+        """
+        if not method:
+            return {}
+        from methods import get_method_class
+        options_type = get_method_class(method).Options
+        return to_mapping(from_mapping(options_type, self.options_for(method), f"method '{method}' options"))
+
     def hash_for(self, method: str) -> str:
         """Hash of everything besides the grid coordinates that changes a run's result."""
-        payload = {"dataset": to_mapping(self.dataset), "method_options": self.options_for(method),
+        payload = {"dataset": to_mapping(self.dataset), "method_options": self.resolved_options(method),
                    "encoders": to_mapping(self.encoders), "training": to_mapping(self.training),
                    "image_share": self.missing.image_share}
         payload["training"].pop("device", None)

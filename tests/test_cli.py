@@ -85,3 +85,25 @@ def test_help_lists_every_option(capsys):
     for flag in ("--config", "--dataset", "--methods", "--missing-rate", "--pattern", "--protocol", "--seeds",
                  "--epochs", "--device", "--tracking-uri", "--results-dir", "--data-root"):
         assert flag in out
+
+
+def test_run_key_changes_with_a_method_code_default(monkeypatch):
+    """Resume must not reuse a run whose method would now use other (default) options."""
+    import dataclasses
+
+    from benchmark.config import load_config
+    from benchmark.runspec import build_grid
+    from methods import get_method_class
+
+    cfg = load_config(None, {"methods": ["late_fusion", "image_only"]})
+    before = {s.method: s.key() for s in build_grid(cfg, with_oracle=False)}
+    assert load_config(None, {"methods": ["late_fusion", "image_only"],
+                              "method_options": {"late_fusion": {"selection": "per_branch"}}}
+                       ).hash_for("late_fusion") == cfg.hash_for("late_fusion")  # explicit == default
+    cls = get_method_class("late_fusion")
+    changed = dataclasses.make_dataclass("Options", [("selection", str, "joint"), ("calibration", str, "temperature")],
+                                         frozen=True)
+    monkeypatch.setattr(cls, "Options", changed)
+    after = {s.method: s.key() for s in build_grid(cfg, with_oracle=False)}
+    assert after["late_fusion"] != before["late_fusion"]
+    assert after["image_only"] == before["image_only"]
