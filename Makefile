@@ -10,6 +10,7 @@ DATASET ?= synthetic
 RESULTS ?= results
 ARGS ?=
 export MLFLOW_DISABLE_TELEMETRY := true
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 
 .PHONY: setup bench tune test leaderboard ui server help
 
