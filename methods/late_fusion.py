@@ -14,7 +14,7 @@ Options (the choices a reader may want to change):
 - ``calibration: temperature`` (default) — after selection, each branch's logits are divided by
   a temperature fitted on the validation samples that have its modality (NLL, Guo et al. 2017),
   so that the average weighs the branches by what they know: an early-stopped branch is far
-  under-confident (measured: 90% of the image branch's test probabilities within 0.40-0.61 on
+  under-confident (measured: 90% of the image branch's test probabilities within 0.39-0.61 on
   every seed), and an uncalibrated average is then ranked by the other branch alone.
   Temperature scaling never changes a branch's own ranking.  ``none`` averages the raw
   probabilities.
