@@ -27,15 +27,13 @@ samples missing one modality (half image, half tabular), zeroed as the harness d
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_peak_mib, step_parser  # noqa: E402  (benchmarks/_common.py)
+from _common import cpu_peak_mib, median_step_ms, print_ratio_table, step_parser  # noqa: E402  (benchmarks/_common.py)
 
 
 
@@ -104,38 +102,21 @@ def main() -> None:
     built = {name: _build(name, args, device) for name in names}
     for model, _ in built.values():
         model.train()
-    for name in names:
-        for _ in range(args.warmup):
-            _step(*built[name], batch)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(args.steps):
-        for name in names:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            _step(*built[name], batch)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - t0)
+    step_ms = median_step_ms({name: (lambda n=name: _step(*built[n], batch)) for name in names},
+                             args.warmup, args.steps, device)
     rows = []
     for name in names:
         model, optimizer = built[name]
         rows.append({"method": name, "params": sum(p.numel() for p in model.parameters()),
-                     "step_ms": 1000 * statistics.median(times[name]),
+                     "step_ms": step_ms[name],
                      "peak_mib": _peak_extra_mib(model, optimizer, batch, device)})
     how = ("cuda max_memory_allocated minus allocated before the step" if device.type == "cuda" else
            "torch.profiler memory timeline (profile_memory): peak live tensor bytes minus first sample")
-    base = rows[0]
     print(f"device={args.device} threads={args.threads} image_model={args.image_model} "
           f"image={args.image_size}px views={args.views} batch={args.batch} rate={args.rate} "
           f"steps={args.steps} (median, interleaved) warmup={args.warmup}")
     print(f"memory: {how}")
-    print(f"{'method':<14}{'params':>10}{'step ms':>10}{'peak MiB':>10}{'time x':>8}{'mem x':>8}")
-    for r in rows:
-        mem_ratio = r["peak_mib"] / base["peak_mib"] if base["peak_mib"] > 0 else float("nan")
-        print(f"{r['method']:<14}{r['params']:>10}{r['step_ms']:>10.1f}{r['peak_mib']:>10.1f}"
-              f"{r['step_ms'] / base['step_ms']:>8.2f}{mem_ratio:>8.2f}")
-
+    print_ratio_table(rows)
 
 if __name__ == "__main__":
     main()

@@ -29,16 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import step_parser  # noqa: E402  (benchmarks/_common.py)
+from _common import median_step_ms, print_ratio_table, step_parser  # noqa: E402  (benchmarks/_common.py)
 
 
 
@@ -90,17 +88,7 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, float]:
         torch.cuda.reset_peak_memory_stats()
         base_mem = torch.cuda.memory_allocated()
     rss_before = _rss_kib()
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.steps):
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+    step_ms = median_step_ms({method: step}, args.warmup, args.steps, device)[method]
     if cuda:
         peak_mib = (torch.cuda.max_memory_allocated() - base_mem) / 2**20
         how = "cuda max_memory_allocated minus resident before the first step"
@@ -108,7 +96,7 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, float]:
         peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
         how = "peak RSS growth (ru_maxrss) from just before the first step, fresh process"
     params = sum(p.numel() for p in model.parameters())
-    return {"method": method, "step_ms": 1000 * statistics.median(times), "peak_mib": peak_mib,
+    return {"method": method, "step_ms": step_ms, "peak_mib": peak_mib,
             "params": params, "memory_measure": how}
 
 
@@ -131,12 +119,7 @@ def main() -> None:
           f"image={args.image_size}px views={args.views} batch={args.batch} rate={args.rate} "
           f"steps={args.steps} (median) warmup={args.warmup}")
     print(f"memory: {base['memory_measure']}")
-    print(f"{'method':<14}{'params':>10}{'step ms':>10}{'peak MiB':>10}{'time x':>8}{'mem x':>8}")
-    for r in rows:
-        mem_ratio = r["peak_mib"] / base["peak_mib"] if base["peak_mib"] > 0 else float("nan")
-        print(f"{r['method']:<14}{r['params']:>10}{r['step_ms']:>10.1f}{r['peak_mib']:>10.1f}"
-              f"{r['step_ms'] / base['step_ms']:>8.2f}{mem_ratio:>8.2f}")
-
+    print_ratio_table(rows)
 
 if __name__ == "__main__":
     main()

@@ -31,15 +31,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_peak_mib, step_parser  # noqa: E402  (benchmarks/_common.py)
+from _common import cpu_peak_mib, median_step_ms, print_ratio_table, step_parser  # noqa: E402  (benchmarks/_common.py)
 
 N_FEATURES = 12
 
@@ -112,39 +110,21 @@ def main() -> None:
     built = {case: build(case, args, device) for case in cases}
     for model, _, _ in built.values():
         model.train()
-    for case in cases:
-        for _ in range(args.warmup):
-            step(*built[case], batch)
-    times: dict[str, list[float]] = {case: [] for case in cases}
-    for _ in range(args.steps):
-        for case in cases:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            step(*built[case], batch)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times[case].append(time.perf_counter() - t0)
+    step_ms = median_step_ms({case: (lambda c=case: step(*built[c], batch)) for case in cases},
+                             args.warmup, args.steps, device)
     rows = []
     for case in cases:
         model, optimizer, stage = built[case]
         rows.append({"case": case, "params": sum(p.numel() for p in model.parameters()),
-                     "step_ms": 1000 * statistics.median(times[case]),
+                     "step_ms": step_ms[case],
                      "peak_mib": peak_extra_mib(model, optimizer, stage, batch, device)})
-    base = rows[0]
-    for r in rows:
-        r["time_ratio"] = r["step_ms"] / base["step_ms"]
-        r["mem_ratio"] = r["peak_mib"] / base["peak_mib"] if base["peak_mib"] > 0 else float("nan")
     how = ("cuda max_memory_allocated during the step minus allocated before it" if device.type == "cuda" else
            "torch.profiler memory timeline (profile_memory): peak live tensor bytes minus the first sample")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device={name} threads={args.threads} image_model={args.image_model} image={args.image_size}px "
           f"batch={args.batch} rate={args.rate} steps={args.steps} (median, interleaved) warmup={args.warmup}")
     print(f"memory: {how}")
-    print(f"{'case':<24}{'params':>10}{'step ms':>10}{'peak MiB':>10}{'time x':>8}{'mem x':>8}")
-    for r in rows:
-        print(f"{r['case']:<24}{r['params']:>10}{r['step_ms']:>10.2f}{r['peak_mib']:>10.2f}"
-              f"{r['time_ratio']:>8.2f}{r['mem_ratio']:>8.2f}")
+    print_ratio_table(rows, key="case", width=24, digits=2)
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "device": name, "memory": how, "rows": rows},
                                               indent=2))
