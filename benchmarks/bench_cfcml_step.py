@@ -38,8 +38,8 @@ from _common import cpu_peak_mib, median_step_ms, print_ratio_table, step_parser
 
 
 def _build(method: str, args: argparse.Namespace, device: torch.device):
-    from benchmark.encoders import EncoderConfig, ImageEncoderConfig
-    from datasets.base import DatasetInfo
+    from core.contract import DatasetInfo
+    from core.encoders import EncoderConfig, ImageEncoderConfig
     from methods import create_method
     from methods.base import OptimizerSettings
 
@@ -54,7 +54,7 @@ def _build(method: str, args: argparse.Namespace, device: torch.device):
 
 
 def _batch(args: argparse.Namespace, device: torch.device):
-    from benchmark.data import Batch
+    from core.batch import Batch
 
     g = torch.Generator().manual_seed(0)
     b = args.batch

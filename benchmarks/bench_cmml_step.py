@@ -49,9 +49,9 @@ def _rss_kib() -> int:
 
 def run_one(method: str, args: argparse.Namespace) -> dict[str, float]:
     """Time and memory of one method's training step (called inside a fresh process)."""
-    from benchmark.data import Batch
-    from benchmark.encoders import EncoderConfig, ImageEncoderConfig
-    from datasets.base import DatasetInfo
+    from core.batch import Batch
+    from core.contract import DatasetInfo
+    from core.encoders import EncoderConfig, ImageEncoderConfig
     from methods import create_method
     from methods.base import OptimizerSettings, Stage
 

@@ -56,10 +56,10 @@ def fabricate(root: Path, n: int, size: tuple[int, int]) -> Path:
 
 def run_setting(root: Path, cache: str, cache_dir: Path, args: argparse.Namespace,
                 clear_memory: bool = True) -> dict[str, float]:
-    from benchmark.data import prepare_data
-    from benchmark.masks import MissingSpec
+    from core.masks import MissingSpec
     from datasets import create_dataset
     from datasets.imaging import CACHE
+    from datasets.preparation import prepare_data
 
     if clear_memory:
         CACHE.clear()

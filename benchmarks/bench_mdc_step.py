@@ -45,8 +45,8 @@ N_FEATURES = 12
 
 def build(case: str, args: argparse.Namespace, device: torch.device):
     """(model, optimizer, stage) for a case ``method[@schedule][:stage]``."""
-    from benchmark.encoders import EncoderConfig, ImageEncoderConfig
-    from datasets.base import DatasetInfo
+    from core.contract import DatasetInfo
+    from core.encoders import EncoderConfig, ImageEncoderConfig
     from methods import create_method
     from methods.base import OptimizerSettings, Stage
 
@@ -64,7 +64,7 @@ def build(case: str, args: argparse.Namespace, device: torch.device):
 
 
 def make_batch(args: argparse.Namespace, device: torch.device):
-    from benchmark.data import Batch
+    from core.batch import Batch
 
     g = torch.Generator().manual_seed(0)
     b = args.batch

@@ -9,29 +9,29 @@ import importlib
 import pkgutil
 from typing import Any
 
-from benchmark.registry import Registry
+from core.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
 register_dataset = DATASETS.register
 
 
-def _import_all() -> None:
+def import_all() -> None:
     for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
+        if info.name not in ("base", "preparation"):
             importlib.import_module(f"{__name__}.{info.name}")
 
 
 def create_dataset(name: str, root: str | None = None, **options: Any):
     """Instantiate a registered dataset; options are validated by the dataset's Options class."""
-    _import_all()
+    import_all()
     return DATASETS.create(name, root, **options)
 
 
 def list_datasets(pattern: str = "*") -> list[str]:
-    _import_all()
+    import_all()
     return DATASETS.list(pattern)
 
 
 def get_dataset_class(name: str):
-    _import_all()
+    import_all()
     return DATASETS.get(name)

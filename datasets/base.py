@@ -4,101 +4,24 @@ A dataset is mostly declarative metadata (task, classes, views, primary metric, 
 files) plus one method, :meth:`BenchmarkDataset.load_table`, that reads the user's files into a
 :class:`SampleTable` of *raw* values.  Everything that must be identical across datasets —
 splitting, train-only normalisation, masking, batching — is owned by the base class and the
-harness (``benchmark.data``), so a new dataset is one short file.
+core (``core.batch``, ``core.masks``) and ``datasets.preparation``, so a new dataset is one short file.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 
-from benchmark.errors import DatasetLayoutError
-from benchmark.options import from_mapping
-
-TaskType = Literal["binary", "multiclass", "multilabel"]
-SPLITS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class TabularColumn:
-    """One raw tabular column. Categorical levels are 1-based; 0 means unknown/unseen."""
-
-    name: str
-    kind: Literal["numeric", "categorical"]
-    categories: tuple[str, ...] = ()  # fixed order when declared; else fitted on train
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a method may know about a dataset: shapes and schema, never the masks or labels."""
-
-    name: str
-    task: TaskType
-    class_names: tuple[str, ...]
-    views: tuple[str, ...]
-    image_channels: int
-    image_shape: tuple[int, ...]          # (H, W) for 2-D views
-    tabular_columns: tuple[TabularColumn, ...]
-    tabular_features: tuple[str, ...]     # names of the encoded feature vector's entries
-    tabular_column_slices: tuple[tuple[int, int], ...]  # encoded [start, stop) per raw column
-    primary_metric: str
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def tabular_dim(self) -> int:
-        return len(self.tabular_features)
-
-    @property
-    def num_views(self) -> int:
-        return len(self.views)
-
-
-class ImageSource(Protocol):
-    """Gives preprocessed images. It is only ever asked for views that are present."""
-
-    def load(self, rows: np.ndarray, view: str, train: bool) -> np.ndarray:
-        """float32 array (len(rows), C, H, W) for the given table rows of one view."""
-
-
-@dataclass
-class ArrayImageSource:
-    """In-memory images: ``arrays[view]`` is (N, C, H, W) float32 for every table row."""
-
-    arrays: dict[str, np.ndarray]
-
-    def load(self, rows: np.ndarray, view: str, train: bool) -> np.ndarray:
-        return self.arrays[view][rows]
-
-
-@dataclass
-class SampleTable:
-    """Raw rows of a dataset, before splitting, masking and normalisation."""
-
-    ids: np.ndarray                    # (N,) str, stable across runs
-    labels: np.ndarray                 # (N,) int64, or (N, K) float32 for multilabel
-    numeric: np.ndarray                # (N, d_num) float64, NaN = missing value
-    categorical: np.ndarray            # (N, d_cat) object (str or None)
-    columns: tuple[TabularColumn, ...]  # numeric columns first, then categorical, in order
-    images: ImageSource
-    view_available: np.ndarray         # (N, V) bool, real availability of each view
-    tabular_available: np.ndarray      # (N,) bool, real availability of the tabular record
-    split: np.ndarray | None = None    # (N,) str in SPLITS for official splits, else None
-    extras: dict[str, Any] = field(default_factory=dict)  # dataset-specific (oracle statistics)
-
-    def __post_init__(self) -> None:
-        n = len(self.ids)
-        if len(set(self.ids.tolist())) != n:
-            raise DatasetLayoutError("sample ids are not unique")
-        for name in ("labels", "numeric", "categorical", "view_available", "tabular_available"):
-            if len(getattr(self, name)) != n:
-                raise DatasetLayoutError(f"SampleTable.{name} has {len(getattr(self, name))} rows, ids {n}")
+from core.batch import PreparedData
+from core.contract import SPLITS, Oracle, SampleTable, TaskType
+from core.errors import DatasetLayoutError
+from core.masks import MissingSpec, id_uniforms, stratum_labels
+from core.options import from_mapping
+from datasets.preparation import prepare_data
 
 
 @dataclass(frozen=True)
@@ -172,34 +95,15 @@ class BenchmarkDataset:
             return out
         return stratified_split(table.ids, stratum_labels(table.labels, self.task), seed, self.split_fractions)
 
-
-class Oracle(Protocol):
-    """Bayes-optimal reference for datasets with a known generative model."""
-
-    def scores(self, table: SampleTable, rows: np.ndarray, present: np.ndarray) -> np.ndarray:
-        """Bayes posterior scores (N, K) using only the modalities in ``present`` (N, 2)."""
-
-    def population_auc(self, pattern: str, rate: float, seed: int) -> float:
-        """Bayes AUC of the population under a missing pattern and rate (closed form or MC)."""
-
-
-def stratum_labels(labels: np.ndarray, task: str) -> np.ndarray:
-    """Stratum per sample: the class; for multilabel the least frequent positive label or 'none'."""
-    if labels.ndim == 1:
-        return np.asarray([str(int(v)) for v in labels])
-    freq = labels.sum(axis=0)
-    out = []
-    for row in labels:
-        pos = np.flatnonzero(row > 0.5)
-        out.append("none" if len(pos) == 0 else str(int(pos[np.argmin(freq[pos])])))
-    return np.asarray(out)
+    # -- splitting + masking + normalisation for one cell group --------------------------------
+    def prepare(self, table: SampleTable, spec: MissingSpec, seed: int, mask_dir: Path | None = None) -> PreparedData:
+        """Split, mask (persisting the masks under ``mask_dir``), fit normalisation on observed train rows."""
+        return prepare_data(self, table, spec, seed, mask_dir)
 
 
 def stratified_split(ids: np.ndarray, strata: np.ndarray, seed: int,
                      fractions: tuple[float, float, float]) -> dict[str, np.ndarray]:
     """Seeded, id-keyed stratified split: within each stratum, rank by a hash of (seed, id)."""
-    from benchmark.masks import id_uniforms  # the same id-keyed draw as the masks
-
     u = id_uniforms(ids, seed=seed, namespace="split", split="all")[:, 0]
     out: dict[str, list[int]] = {s: [] for s in SPLITS}
     for stratum in sorted(set(strata.tolist())):

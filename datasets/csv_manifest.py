@@ -38,10 +38,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from benchmark.errors import ConfigError, DatasetLayoutError
-from benchmark.options import from_mapping
+from core.contract import SPLITS, SampleTable, TabularColumn
+from core.errors import ConfigError, DatasetLayoutError
+from core.masks import stratum_labels
+from core.options import from_mapping
 from datasets import register_dataset
-from datasets.base import SPLITS, BenchmarkDataset, SampleTable, TabularColumn, stratified_split, stratum_labels
+from datasets.base import BenchmarkDataset, stratified_split
 from datasets.imaging import ArrayImageOptions, CaseInsensitiveFiles, build_image_source
 
 log = logging.getLogger(__name__)

@@ -32,9 +32,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from benchmark.errors import DatasetLayoutError
+from core.contract import SampleTable, TabularColumn
+from core.errors import DatasetLayoutError
 from datasets import register_dataset
-from datasets.base import BenchmarkDataset, SampleTable, TabularColumn
+from datasets.base import BenchmarkDataset
 from datasets.imaging import CaseInsensitiveFiles, RasterImageOptions, build_image_source
 
 log = logging.getLogger(__name__)

@@ -34,11 +34,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from benchmark.errors import ConfigError, DatasetLayoutError
+from core.contract import SPLITS, SampleTable, TabularColumn
+from core.errors import ConfigError, DatasetLayoutError
 from datasets import register_dataset
-from datasets.base import SPLITS, BenchmarkDataset, SampleTable, TabularColumn
-from datasets.csv_manifest import (CsvManifestOptions, cat_text, check_ids, load_spec, manifest_table,
-                                   num_value, read_table_file, split_with_val)
+from datasets.base import BenchmarkDataset
+from datasets.csv_manifest import (CsvManifestOptions, cat_text, check_ids, load_spec, manifest_table, num_value,
+                                   read_table_file, split_with_val)
 from datasets.imaging import CaseInsensitiveFiles, build_image_source
 
 log = logging.getLogger(__name__)

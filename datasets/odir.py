@@ -35,9 +35,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from benchmark.errors import ConfigError, DatasetLayoutError
+from core.contract import SPLITS, SampleTable, TabularColumn
+from core.errors import ConfigError, DatasetLayoutError
 from datasets import register_dataset
-from datasets.base import SPLITS, BenchmarkDataset, SampleTable, TabularColumn, stratified_split
+from datasets.base import BenchmarkDataset, stratified_split
 from datasets.imaging import CaseInsensitiveFiles, RasterImageOptions, build_image_source
 
 log = logging.getLogger(__name__)

@@ -28,10 +28,11 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from benchmark.errors import ConfigError
-from benchmark.masks import IMAGE, TABULAR
+from core.contract import ArrayImageSource, SampleTable, TabularColumn
+from core.errors import ConfigError
+from core.masks import IMAGE, TABULAR
 from datasets import register_dataset
-from datasets.base import ArrayImageSource, BenchmarkDataset, SampleTable, TabularColumn
+from datasets.base import BenchmarkDataset
 
 C_OFFSET = 0.5
 PRESETS: dict[str, dict[str, float]] = {

@@ -1,14 +1,15 @@
 """The method contract every fusion method implements (one file per method in ``methods/``).
 
-The training loop (``benchmark.training``) only ever calls what is defined here, so a method
+The training loop (``benchmark.training.loop``) only ever calls what is defined here, so a method
 with extra stages (contrastive pre-training), epoch hooks (memory banks, schedules) or a special
 sampler (class-balanced batches for prototype losses) declares them by overriding a hook — the
 harness never branches on a method's name.
 
-A method receives a :class:`~benchmark.data.Batch` whose absent modalities are already zeros and
+A method receives a :class:`~core.batch.Batch` whose absent modalities are already zeros and
 whose ``present`` (B, 2) says which modality each sample has.  It must never depend on the
 content of an absent modality; the conformance suite (``tests/test_method_conformance.py``)
-checks this for every registered method.
+checks this for every registered method
+(``benchmark.checks.methods``, importable: run it on your own class).
 """
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.data import Batch
-from benchmark.encoders import EncoderConfig, ImageEncoder, TabularEncoder
-from benchmark.options import from_mapping
-from datasets.base import DatasetInfo
+from core.batch import Batch
+from core.contract import DatasetInfo
+from core.encoders import EncoderConfig, ImageEncoder, TabularEncoder
+from core.options import from_mapping, to_mapping
 
 
 @dataclass(frozen=True)
@@ -77,11 +78,17 @@ class FusionMethod(nn.Module):
     # Optuna search space for the tuning issue: name -> {"type": "float"|"int"|"categorical", ...}
     search_space: ClassVar[dict[str, dict[str, Any]]] = {}
 
-    def __init__(self, info: DatasetInfo, encoders: EncoderConfig, **options: Any) -> None:
+    def __init__(self, info: DatasetInfo, encoders: EncoderConfig, options: Any = None, **kwargs: Any) -> None:
+        """``options``: an already validated ``Options`` instance (the harness validates once, when it
+        loads the config); otherwise the keyword options are validated here."""
         super().__init__()
         self.info = info
         self.encoder_config = encoders
-        self.options = from_mapping(self.Options, options, f"method '{self.registry_name}' options")
+        if isinstance(options, self.Options) and not kwargs:
+            self.options = options
+        else:
+            given = dict(options or {}) if not isinstance(options, self.Options) else to_mapping(options)
+            self.options = from_mapping(self.Options, {**given, **kwargs}, f"method '{self.registry_name}' options")
 
     # -- shared building blocks ------------------------------------------------------------
     def build_image_encoder(self) -> ImageEncoder:

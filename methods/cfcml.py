@@ -66,10 +66,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.data import Batch
-from benchmark.encoders import EncoderConfig, TabularEncoder, create_image_backbone
-from benchmark.errors import ConfigError
-from datasets.base import DatasetInfo
+from core.batch import Batch
+from core.contract import DatasetInfo
+from core.encoders import EncoderConfig, TabularEncoder, create_image_backbone
+from core.errors import ConfigError
 from methods import register_method
 from methods.base import FusionMethod, OptimizerSettings, Stage
 

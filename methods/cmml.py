@@ -78,8 +78,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.data import Batch
-from benchmark.errors import ConfigError
+from core.batch import Batch
+from core.errors import ConfigError
 from methods import register_method
 from methods.base import FusionMethod, OptimizerSettings, Stage
 

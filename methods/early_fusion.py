@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from benchmark.data import Batch
+from core.batch import Batch
 from methods import register_method
 from methods.base import FusionMethod, Stage
 

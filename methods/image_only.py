@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from benchmark.data import Batch
+from core.batch import Batch
 from methods import register_method
 from methods.base import FusionMethod, Stage, UnimodalFallback
 

@@ -29,7 +29,7 @@ import torch
 from scipy.optimize import minimize_scalar
 from torch import nn
 
-from benchmark.data import Batch
+from core.batch import Batch
 from methods import register_method
 from methods.base import FusionMethod, SelectionGroup, Stage
 

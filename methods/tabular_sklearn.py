@@ -17,7 +17,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
-from benchmark.data import Batch
+from core.batch import Batch
 from methods import register_method
 from methods.base import FusionMethod, Stage
 

@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.data import prepare_data
-from benchmark.encoders import EncoderConfig, ImageEncoderConfig, TabularEncoderConfig
-from benchmark.masks import MissingSpec
+from benchmark.checks.methods import TINY_SYNTHETIC, tiny_encoders
+from core.masks import MissingSpec
 from datasets import create_dataset
 
 torch.set_num_threads(1)
 
-TINY = dict(n_train=96, n_val=48, n_test=96, sigma_pix=0.1, mc_samples=20_000)
+TINY = TINY_SYNTHETIC
 
 
 @pytest.fixture(scope="session")
@@ -32,12 +31,12 @@ def tiny_table(tiny_dataset):
 
 @pytest.fixture(scope="session")
 def tiny_data(tiny_dataset, tiny_table):
-    return prepare_data(tiny_dataset, tiny_table, MissingSpec("mixed", 0.5, "both"), seed=0)
+    return tiny_dataset.prepare(tiny_table, MissingSpec("mixed", 0.5, "both"), seed=0)
 
 
 @pytest.fixture(scope="session")
 def encoder_config():
-    return EncoderConfig(ImageEncoderConfig(model="test_efficientnet"), TabularEncoderConfig(hidden=(16,), dim=16))
+    return tiny_encoders()
 
 
 TINY_GRID_CONFIG = """
@@ -62,10 +61,3 @@ def write_tiny_config(tmp_path: Path, epochs: int = 1) -> tuple[Path, Path]:
     cfg.write_text(TINY_GRID_CONFIG.format(epochs=epochs, results=results))
     return cfg, results
 
-
-def mixed_presence(n: int) -> np.ndarray:
-    """Image missing, tabular missing and both present, interleaved."""
-    present = np.ones((n, 2), bool)
-    present[0::3, 0] = False
-    present[1::3, 1] = False
-    return present

@@ -14,10 +14,10 @@ import pytest
 import torch
 import yaml
 
-from benchmark.data import Batch
-from benchmark.encoders import EncoderConfig, ImageEncoderConfig, TabularEncoderConfig
-from benchmark.errors import ConfigError
-from datasets.base import DatasetInfo
+from core.batch import Batch
+from core.contract import DatasetInfo
+from core.encoders import EncoderConfig, ImageEncoderConfig, TabularEncoderConfig
+from core.errors import ConfigError
 from methods import create_method
 from methods.base import OptimizerSettings, Stage
 from methods.cfcml import CFCML, CFCMLOptions, hrm_losses

@@ -92,18 +92,20 @@ def test_run_key_changes_with_a_method_code_default(monkeypatch):
     import dataclasses
 
     from benchmark.config import load_config
-    from benchmark.runspec import build_grid
+    from benchmark.grid import build_grid
     from methods import get_method_class
 
-    cfg = load_config(None, {"methods": ["late_fusion", "image_only"]})
-    before = {s.method: s.key() for s in build_grid(cfg, with_oracle=False)}
-    assert load_config(None, {"methods": ["late_fusion", "image_only"],
-                              "method_options": {"late_fusion": {"selection": "per_branch"}}}
-                       ).hash_for("late_fusion") == cfg.hash_for("late_fusion")  # explicit == default
+    def keys(overrides=None):
+        cfg = load_config(None, {"methods": ["late_fusion", "image_only"], **(overrides or {})})
+        return {s.method: s.key() for s in build_grid(cfg, with_oracle=False)}
+
+    before = keys()
+    explicit = keys({"method_options": {"late_fusion": {"selection": "per_branch"}}})
+    assert explicit["late_fusion"] == before["late_fusion"]  # explicit == default
     cls = get_method_class("late_fusion")
     changed = dataclasses.make_dataclass("Options", [("selection", str, "joint"), ("calibration", str, "temperature")],
                                          frozen=True)
     monkeypatch.setattr(cls, "Options", changed)
-    after = {s.method: s.key() for s in build_grid(cfg, with_oracle=False)}
+    after = keys()
     assert after["late_fusion"] != before["late_fusion"]
     assert after["image_only"] == before["image_only"]

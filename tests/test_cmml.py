@@ -13,10 +13,10 @@ import pytest
 import torch
 import yaml
 
-from benchmark.data import Batch
-from benchmark.encoders import EncoderConfig, ImageEncoderConfig
-from benchmark.errors import ConfigError
-from datasets.base import DatasetInfo
+from core.batch import Batch
+from core.contract import DatasetInfo
+from core.encoders import EncoderConfig, ImageEncoderConfig
+from core.errors import ConfigError
 from methods import create_method
 from methods.cmml import CMML, CMMLOptions, supervised_contrastive_loss
 

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.data import TabularPreprocessor, prepare_data
-from benchmark.masks import MissingSpec
-from datasets.base import TabularColumn, stratified_split
+from core.contract import TabularColumn
+from core.masks import MissingSpec
+from core.tabular import TabularPreprocessor
+from datasets.base import stratified_split
+from datasets.preparation import prepare_data
 
 
 def test_datasets_package_is_this_repo():

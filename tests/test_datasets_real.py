@@ -1,6 +1,6 @@
 """Real-dataset loaders on fabricated fixtures with the official headers (datasets spec section 8).
 
-Every folder is written into ``tmp_path`` by ``conftest_datasets``; nothing is downloaded.  The
+Every folder is written into ``tmp_path`` by ``benchmark.checks.fixtures``; nothing is downloaded.  The
 tests pin the official layouts, real missingness (kept, counted, never dropped), case-insensitive
 paths, the full-width comma, exact error messages, mask properties through ``prepare_data`` and
 a one-epoch ``late_fusion`` training on every fixture.
@@ -8,7 +8,6 @@ a one-epoch ``late_fusion`` training on every fixture.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 from pathlib import Path
@@ -18,17 +17,19 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmark.data import prepare_data
-from benchmark.encoders import EncoderConfig, ImageEncoderConfig, TabularEncoderConfig
-from benchmark.errors import ConfigError, DatasetLayoutError
-from benchmark.masks import MissingSpec
-from benchmark.metrics import compute_metrics
-from benchmark.training import TrainingConfig, predict, seed_everything, train_method
-from conftest_datasets import (ODIR_LABELS, build_csv_manifest, build_derm7pt, build_men, build_odir_a,
-                               build_odir_b, build_odir_c, write_image)
-from datasets import create_dataset
-from datasets.imaging import IMAGENET_MEAN, IMAGENET_STD, FileImageSource, ImageCache, Preprocessing
+from benchmark.checks.datasets import DATASET_CHECKS, DATASET_FIXTURES, check_trains_one_epoch
+from benchmark.checks.fixtures import (ODIR_LABELS, build_csv_manifest, build_derm7pt, build_men, build_odir_a,
+                                       build_odir_b, build_odir_c, write_image)
+from benchmark.training import seed_everything
+from core.encoders import EncoderConfig, ImageEncoderConfig, TabularEncoderConfig
+from core.errors import ConfigError, DatasetLayoutError
+from core.masks import MissingSpec
+from core.metrics import compute_metrics
+from datasets import create_dataset, list_datasets
+from datasets.imaging import FileImageSource, ImageCache, Preprocessing
+from datasets.imaging.decode import IMAGENET_MEAN, IMAGENET_STD, preprocess_array
 from datasets.odir import split_keywords
+from datasets.preparation import prepare_data
 from methods import create_method
 
 torch.set_num_threads(1)
@@ -334,7 +335,6 @@ def test_folder_manifest_men_scan(tmp_path, caplog):
     # clip [0, 1200] then z-score over voxels > 0: the background stays exactly 0.
     raw = np.load(root / "1fold" / "train" / "Grade_1" / "P000" / "t1_bbox.npy")
     prep = Preprocessing(clip=(0.0, 1200.0), zscore="nonzero", resize=None)
-    from datasets.imaging import preprocess_array
     z = preprocess_array(raw, prep, Path("x"))
     inside = np.clip(raw, 0, 1200)[raw > 0]
     assert np.all(z[raw == 0] == 0) and z[raw > 0].mean() == pytest.approx(0, abs=1e-5)
@@ -491,7 +491,7 @@ def test_precomputed_embeddings_skip_the_image_encoder(tmp_path):
     assert not any(isinstance(m, torch.nn.Conv2d) for m in method.modules())  # no timm backbone
     probs = method.predict_proba(batch)
     assert probs.shape == (len(batch), 2)
-    _train_one_epoch(ds, table)
+    check_trains_one_epoch("embeddings", ds, tmp_path)
 
 
 # ================================================================================================
@@ -553,58 +553,18 @@ def test_train_augmentation_same_transform_for_every_view(tmp_path):
 # ================================================================================================
 # masks through prepare_data, and a one-epoch training on every fixture
 # ================================================================================================
-def _fixture_datasets(tmp_path):
-    build_derm7pt(tmp_path)
-    return {
-        "derm7pt": create_dataset("derm7pt", str(tmp_path), **SMALL),
-        "odir-A": create_dataset("odir", str(build_odir_a(tmp_path)), splits_dir=str(tmp_path / "s"), **SMALL),
-        "odir-B": create_dataset("odir", str(build_odir_b(tmp_path)), splits_dir=str(tmp_path / "s"), **SMALL),
-        "odir-C": create_dataset("odir", str(build_odir_c(tmp_path)), **SMALL),
-        "men": create_dataset("men", str(build_men(tmp_path)), views=NPY_VIEWS, resize=[4, 32, 32], **SMALL),
-        "csv": create_dataset("csv_manifest", str(build_csv_manifest(tmp_path)), **SMALL),
-        "csv-ml": create_dataset("csv_manifest", str(build_csv_manifest(tmp_path, True)), **SMALL),
-    }
+@pytest.mark.parametrize("name", list_datasets())
+def test_every_registered_dataset_has_a_contract_fixture(name):
+    assert name in DATASET_FIXTURES, (f"dataset '{name}' has no fabricated fixture in "
+                                      "benchmark.checks.datasets.DATASET_FIXTURES: the contract checks cannot run")
 
 
-def _read_mask(path: Path) -> dict[str, tuple[int, int]]:
-    frame = pd.read_csv(path, dtype=str)
-    return {r.id: (int(r.image), int(r.tabular)) for r in frame.itertuples()}
-
-
-def test_masks_exact_nested_and_method_independent_on_every_dataset(tmp_path):
-    for name, ds in _fixture_datasets(tmp_path).items():
-        table = ds.load_table()
-        masks = {}
-        for rate in (0.3, 0.6):
-            spec = MissingSpec("mixed", rate)
-            data = prepare_data(ds, table, spec, seed=2, mask_dir=tmp_path / "masks" / name)
-            again = prepare_data(ds, table, spec, seed=2)
-            assert again.mask_hashes == data.mask_hashes, name  # same masks for every method/call
-            for split, path in data.mask_files.items():
-                m = _read_mask(path)
-                dropped = {i for i, (img, tab) in m.items() if not (img and tab)}
-                assert len(dropped) == int(np.floor(rate * len(m) + 0.5)), (name, split, rate)
-                assert all(img or tab for img, tab in m.values()), name  # never both
-                masks[(split, rate)] = dropped
-        for split in ("train", "val", "test"):
-            if (split, 0.3) in masks:
-                assert masks[(split, 0.3)] <= masks[(split, 0.6)], (name, split)  # nested
-
-
-def _train_one_epoch(ds, table) -> None:
-    data = prepare_data(ds, table, MissingSpec("mixed", 0.3), seed=0)
-    seed_everything(0)
-    method = create_method("late_fusion", data.info, ENC)
-    result = train_method(method, data, TrainingConfig(epochs=1, batch_size=64, device="cpu"), seed=0)
-    assert np.isfinite(result.history[0]["train_loss"])
-    test = data.splits["test"]
-    probs = predict(method, test, data.train_prior, torch.device("cpu"), 64)
-    assert probs.shape == (len(test), data.info.num_classes) and np.isfinite(probs).all()
-
-
-def test_late_fusion_trains_one_epoch_on_every_fixture(tmp_path):
-    for name, ds in _fixture_datasets(tmp_path).items():
-        _train_one_epoch(ds, ds.load_table())
+@pytest.mark.parametrize("check", DATASET_CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
+@pytest.mark.parametrize("name", sorted(DATASET_FIXTURES))
+def test_dataset_contract(name, check, tmp_path):
+    """Masks exact/nested/shared, the table contract and one epoch of late fusion, on every fixture."""
+    for label, ds in DATASET_FIXTURES[name](tmp_path).items():
+        check(label, ds, tmp_path)
 
 
 def test_benchmark_run_on_every_fixture_with_late_fusion_and_a_published_method(tmp_path):

@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import benchmark.cells.runner as cell_runner
 import benchmark.run as run_module
-from benchmark.leaderboard import build_leaderboards, load_runs
-from benchmark.runspec import ORACLE_METHOD
+from benchmark.grid import ORACLE_METHOD
+from benchmark.summary import build_leaderboards, load_runs
 from tests.conftest import write_tiny_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,27 +67,27 @@ def test_tiny_grid_logs_runs_and_writes_leaderboard(tmp_path):
 
 def test_interrupted_grid_resumes_without_redoing_finished_runs(tmp_path, monkeypatch):
     cfg, results = write_tiny_config(tmp_path)
-    real_cell = run_module._run_cell
+    real_cell = cell_runner.run_cell
     calls: list[str] = []
 
-    def interrupting(cfg_, spec, *args, **kwargs):
+    def interrupting(spec, *args, **kwargs):
         if len(calls) == 3:
             raise KeyboardInterrupt
         calls.append(spec.key())
-        return real_cell(cfg_, spec, *args, **kwargs)
+        return real_cell(spec, *args, **kwargs)
 
-    monkeypatch.setattr(run_module, "_run_cell", interrupting)
+    monkeypatch.setattr(cell_runner, "run_cell", interrupting)
     assert run_module.main(["--config", str(cfg)]) == 130
     assert len(calls) == 3
     first_keys = list(calls)
 
     resumed: list[str] = []
 
-    def counting(cfg_, spec, *args, **kwargs):
+    def counting(spec, *args, **kwargs):
         resumed.append(spec.key())
-        return real_cell(cfg_, spec, *args, **kwargs)
+        return real_cell(spec, *args, **kwargs)
 
-    monkeypatch.setattr(run_module, "_run_cell", counting)
+    monkeypatch.setattr(cell_runner, "run_cell", counting)
     assert run_module.main(["--config", str(cfg)]) == 0
     assert len(resumed) == 12 - 3 and not set(resumed) & set(first_keys)
     runs = _children(results)

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.metrics import compute_metrics
-from benchmark.training import TrainingConfig, group_validation_score, predict, seed_everything, train_method
+from benchmark.config import TrainingConfig
+from benchmark.training import group_validation_score, predict, seed_everything, train_method
+from core.metrics import compute_metrics
 from methods import create_method
 
 CPU = torch.device("cpu")

@@ -24,8 +24,8 @@ from mlflow.tracking import MlflowClient
 from scipy import stats as sps
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from benchmark import stats
-from benchmark.leaderboard import build_leaderboards, load_runs, main, render_console
+from benchmark.leaderboard import main
+from benchmark.summary import build_leaderboards, load_runs, render_console, stats
 
 # ----------------------------------------------------------------------------- fake stores
 

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from benchmark.errors import ConfigError
-from benchmark.masks import DEFAULT_RATES, MissingSpec, drop_mask, largest_remainder, mask_sha256
+from core.errors import ConfigError
+from core.masks import DEFAULT_RATES, MissingSpec, drop_mask, largest_remainder, mask_sha256
 
 N = 1000
 IDS = np.asarray([f"p{i:05d}" for i in range(N)])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
-from benchmark.metrics import compute_metrics, delong
+from core.metrics import compute_metrics, delong
 
 
 def test_binary_known_values():

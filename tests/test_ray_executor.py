@@ -13,14 +13,15 @@ import pytest
 ray = pytest.importorskip("ray", reason="the Ray extra (pip install -e '.[ray]') is part of the test set-up")
 
 from benchmark.config import load_config  # noqa: E402
+from benchmark.grid import build_grid  # noqa: E402
 from benchmark.run import main  # noqa: E402
-from benchmark.runspec import build_grid  # noqa: E402
 from tests.conftest import write_tiny_config  # noqa: E402
+
 
 def test_ray_grid_with_a_killed_worker_finishes_every_cell_once(tmp_path, monkeypatch):
     cfg_path, results = write_tiny_config(tmp_path, epochs=2)
     cfg = load_config(cfg_path)
-    victim = next(s for s in build_grid(cfg, with_oracle=True) if s.method == "late_fusion" and s.rate == 0.5)
+    victim = next(s for s in build_grid(cfg, with_oracle=True) if s.method == "late_fusion" and s.missing.rate == 0.5)
     monkeypatch.setenv("MEDFUSION_FAIL_ONCE", victim.key())
     monkeypatch.setenv("MEDFUSION_FAIL_DIR", str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))

@@ -6,7 +6,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from benchmark.errors import ConfigError
+from core.errors import ConfigError
 from datasets import create_dataset
 from datasets.synthetic import C_OFFSET, template
 

@@ -10,14 +10,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import benchmark.data as data_module
 import benchmark.run as run_module
-import benchmark.training as training_module
 import benchmark.tune as tune_module
-from benchmark.config import load_config, method_defaults
-from benchmark.errors import ConfigError
-from benchmark.leaderboard import load_runs
-from benchmark.masks import MissingSpec
+import benchmark.tuning as tuning
+import benchmark.tuning.trial as trial_module
+import datasets.preparation as data_module
+from benchmark.config import load_config, method_defaults, read_yaml
+from benchmark.summary import load_runs
+from core.errors import ConfigError
+from core.masks import MissingSpec
 from datasets.synthetic import SyntheticDataset
 from methods import list_methods
 
@@ -60,9 +61,9 @@ def _files(tmp_path: Path) -> tuple[Path, Path, Path]:
 # -- search spaces --------------------------------------------------------------------------------
 def test_every_registered_method_declares_a_valid_space():
     for method in list_methods():
-        tune_module.method_space(method, method_defaults(method))
-    shared = tune_module.load_tune_config()  # the shipped configs/tune.yaml
-    assert set(tune_module.shared_space(shared)) == {"training.lr", "training.batch_size"}
+        tuning.method_space(method, method_defaults(method))
+    shared = tuning.load_tune_config()  # the shipped configs/tune.yaml
+    assert set(tuning.shared_space(shared)) == {"training.lr", "training.batch_size"}
 
 
 def _space_error(tmp_path: Path, method: str, entry: str) -> str:
@@ -70,7 +71,7 @@ def _space_error(tmp_path: Path, method: str, entry: str) -> str:
     path = tmp_path / "methods" / f"{method}.yaml"
     path.write_text(f"search_space:\n  {entry}\n")
     with pytest.raises(ConfigError) as err:
-        tune_module.method_space(method, {}, config_dir=tmp_path)
+        tuning.method_space(method, {}, config_dir=tmp_path)
     assert str(path) in str(err.value)
     return str(err.value)
 
@@ -94,10 +95,10 @@ def test_bad_search_spaces_name_file_and_key(tmp_path):
     tune_yaml = tmp_path / "tune.yaml"
     tune_yaml.write_text("shared_space:\n  training.epochs: {type: int, low: 1, high: 9}\n")
     with pytest.raises(ConfigError, match=r"tune.yaml: shared_space.training.epochs: unknown shared parameter"):
-        tune_module.load_tune_config(tune_yaml)
+        tuning.load_tune_config(tune_yaml)
     tune_yaml.write_text("shared_space:\n  training.lr: {type: float, low: -1.0, high: 0.1}\n")
     with pytest.raises(ConfigError, match=r"shared_space.training.lr: value -1.0 is not a valid training.lr"):
-        tune_module.load_tune_config(tune_yaml)
+        tuning.load_tune_config(tune_yaml)
 
 
 def test_tuning_seeds_must_differ_from_evaluation_seeds(tmp_path, capsys):
@@ -162,7 +163,7 @@ def test_tiny_study_resumes_prunes_never_reads_test_and_feeds_run_tuned(tmp_path
     cfg, tcfg, results = _files(tmp_path)
     argv = ["--config", str(cfg), "--tune-config", str(tcfg)]
     storage = f"sqlite:///{(results / 'optuna.db').resolve()}"
-    real_train = training_module.train_method
+    real_train = trial_module.train_method
     calls: list[str] = []
 
     with monkeypatch.context() as guard:
@@ -181,11 +182,11 @@ def test_tiny_study_resumes_prunes_never_reads_test_and_feeds_run_tuned(tmp_path
                 return real_train(method, data, cfg_, seed, stop)
             return real_train(method, data, cfg_, seed, on_epoch)
 
-        guard.setattr(training_module, "train_method", interrupting)
+        guard.setattr(trial_module, "train_method", interrupting)
         assert tune_module.main(argv) == 130
         assert "rerun the same command to resume" in capsys.readouterr().err
         sk, lf = _study(storage, "tabular_sklearn"), _study(storage, "late_fusion")
-        assert tune_module.counted(sk) == 4 and tune_module.counted(lf) == 1
+        assert tuning.counted(sk) == 4 and tuning.counted(lf) == 1
         assert lf.trials[0].user_attrs.get("defaults") and lf.trials[0].params == {"training.lr": 0.001}
         interrupted = lf.trials[1]
         assert interrupted.state == TrialState.FAIL
@@ -209,7 +210,7 @@ def test_tiny_study_resumes_prunes_never_reads_test_and_feeds_run_tuned(tmp_path
             resumed.append(method.registry_name)
             return real_train(method, data, cfg_, seed, on_epoch)
 
-        guard.setattr(training_module, "train_method", counting)
+        guard.setattr(trial_module, "train_method", counting)
         assert tune_module.main(argv) == 0
         err = capsys.readouterr().err
         assert f"trial {stale.number} of late_fusion was left unfinished" in err
@@ -219,7 +220,7 @@ def test_tiny_study_resumes_prunes_never_reads_test_and_feeds_run_tuned(tmp_path
     assert _snapshot(sk) == before_sk
     after_lf = _snapshot(lf)
     assert {n: after_lf[n] for n in before_lf} == before_lf
-    assert tune_module.counted(lf) == 4 and len(resumed) <= 2 * 3
+    assert tuning.counted(lf) == 4 and len(resumed) <= 2 * 3
     stale_trial = lf.trials[stale.number]
     assert stale_trial.state == TrialState.FAIL
     retries = [t for t in lf.trials if t.user_attrs.get("retry_of") == stale.number]
@@ -231,13 +232,13 @@ def test_tiny_study_resumes_prunes_never_reads_test_and_feeds_run_tuned(tmp_path
 
     # 4) The tuned files hold each study's best trial.
     for study, method in ((sk, "tabular_sklearn"), (lf, "late_fusion")):
-        tuned = tune_module.read_yaml(results / "synthetic" / "tuned" / f"{method}.yaml")
+        tuned = read_yaml(results / "synthetic" / "tuned" / f"{method}.yaml")
         best = study.best_trial
-        options, training = tune_module.split_params(best.params)
+        options, training = tuning.split_params(best.params)
         assert tuned["options"] == options and tuned["training"] == training
         assert tuned["trials"] == 4 and tuned["best_value"] == pytest.approx(best.value)
         assert tuned["tuning_seeds"] == [100, 101] and tuned["evaluation_seeds_held_out"] == [0]
-    assert "C" in tune_module.read_yaml(results / "synthetic" / "tuned" / "tabular_sklearn.yaml")["options"]
+    assert "C" in read_yaml(results / "synthetic" / "tuned" / "tabular_sklearn.yaml")["options"]
 
     # 5) MLflow: one parent per study, one nested child per trial, in the tuning experiment only.
     runs = mlflow.search_runs([exp.experiment_id])
@@ -282,20 +283,20 @@ def test_tiny_study_resumes_prunes_never_reads_test_and_feeds_run_tuned(tmp_path
 
 def test_a_crashing_method_is_reported_and_the_others_still_tuned(tmp_path, monkeypatch, capsys):
     cfg, tcfg, results = _files(tmp_path)
-    real_train = training_module.train_method
+    real_train = trial_module.train_method
 
     def crashing(method, data, cfg_, seed, on_epoch=None):
         if method.registry_name == "late_fusion":
             raise RuntimeError("boom in late_fusion")
         return real_train(method, data, cfg_, seed, on_epoch)
 
-    monkeypatch.setattr(training_module, "train_method", crashing)
+    monkeypatch.setattr(trial_module, "train_method", crashing)
     code = tune_module.main(["--config", str(cfg), "--tune-config", str(tcfg), "--methods", "late_fusion,tabular_sklearn"])
     err = capsys.readouterr().err
     assert code == 1 and "tuning late_fusion failed" in err and "boom in late_fusion" in err
     storage = f"sqlite:///{(results / 'optuna.db').resolve()}"
     assert [t.state for t in _study(storage, "late_fusion").trials] == [TrialState.FAIL]
-    assert tune_module.counted(_study(storage, "tabular_sklearn")) == 4
+    assert tuning.counted(_study(storage, "tabular_sklearn")) == 4
     assert (results / "synthetic" / "tuned" / "tabular_sklearn.yaml").exists()
     assert not (results / "synthetic" / "tuned" / "late_fusion.yaml").exists()
     mlflow.set_tracking_uri(f"sqlite:///{results / 'mlflow.db'}")
@@ -304,11 +305,11 @@ def test_a_crashing_method_is_reported_and_the_others_still_tuned(tmp_path, monk
     assert list(failed.status) == ["FAILED"] and list(failed["tags.trial_state"]) == ["FAIL"]
 
     # Raising --trials continues the same study (same parent run) with one more trial.
-    monkeypatch.setattr(training_module, "train_method", real_train)
+    monkeypatch.setattr(trial_module, "train_method", real_train)
     before = _snapshot(_study(storage, "tabular_sklearn"))
     argv = ["--config", str(cfg), "--tune-config", str(tcfg), "--methods", "tabular_sklearn", "--trials", "5"]
     assert tune_module.main(argv) == 0
     study = _study(storage, "tabular_sklearn")
-    assert tune_module.counted(study) == 5 and {n: v for n, v in _snapshot(study).items() if n in before} == before
+    assert tuning.counted(study) == 5 and {n: v for n, v in _snapshot(study).items() if n in before} == before
     parents = mlflow.search_runs([exp.experiment_id], filter_string="tags.kind = 'tuning' and tags.method = 'tabular_sklearn'")
     assert len(parents) == 1 and parents["tags.trials_target"].iloc[0] == "5"

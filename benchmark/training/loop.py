@@ -7,52 +7,17 @@ never touched here.
 from __future__ import annotations
 
 import copy
-import os
-import random
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import torch
 
-from benchmark.data import PreparedData, SplitData
-from benchmark.errors import ConfigError
-from benchmark.metrics import compute_metrics
+from benchmark.config.schema import TrainingConfig
+from benchmark.training.device import resolve_device
+from core.batch import PreparedData, SplitData
+from core.metrics import compute_metrics
 from methods.base import FusionMethod, OptimizerSettings, SelectionGroup
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    eval_batch_size: int = 500
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = 0        # torch intra-op threads; 0 = torch's default
-    grad_clip: float = 0.0  # 0 = off
-
-    def validate(self, where: str) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(f"{where}.lr: must be > 0, got {self.lr}")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 @dataclass
@@ -80,7 +45,7 @@ def group_validation_score(method: FusionMethod, data: PreparedData, group: Sele
     return float(metrics.get(data.info.primary_metric, float("nan")))
 
 
-def _group_state(state: dict[str, torch.Tensor], group: SelectionGroup) -> dict[str, torch.Tensor]:
+def selection_group_state(state: dict[str, torch.Tensor], group: SelectionGroup) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in state.items() if k.startswith(group.parameter_prefixes)}
 
 
@@ -164,7 +129,7 @@ def train_method(method: FusionMethod, data: PreparedData, cfg: TrainingConfig, 
                     record[f"val_{metric}_{name}"] = group_score
                     group_score = -np.inf if np.isnan(group_score) else group_score
                     if name not in group_best or group_score > group_best[name][0]:
-                        group_best[name] = (group_score, epoch, _group_state(method.state_dict(), group))
+                        group_best[name] = (group_score, epoch, selection_group_state(method.state_dict(), group))
             history.append(record)
             if on_epoch is not None:
                 on_epoch(epoch, record)

@@ -10,7 +10,7 @@ import types
 import typing
 from typing import Any, Literal, Mapping, TypeVar, get_args, get_origin
 
-from benchmark.errors import ConfigError
+from core.errors import ConfigError
 
 D = TypeVar("D")
 

@@ -1,5 +1,9 @@
 """MLflow tracking: one parent run per invocation, one child per RunSpec, resume by key.
 
+The resume rule lives here and only here (:func:`is_finished`, :meth:`Tracker.finished_keys`,
+:meth:`Tracker.claim`): a key with a FINISHED attempt is never run again, and attempts a killed
+process left RUNNING are closed as KILLED before a new attempt starts.
+
 Backend choice: a SQLite file (``sqlite:///<results_dir>/mlflow.db``).  MLflow 3 refuses the
 ``./mlruns`` file store by default, and SQLite writes each run's status in a transaction, so a
 process killed mid-grid leaves either a FINISHED run or an unfinished one — never a half-written
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterable
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
@@ -69,11 +74,36 @@ class Tracker:
                 return out
 
     def finished_keys(self, experiment_id: str) -> set[str]:
-        return {k for k, runs in self.runs_by_key(experiment_id).items()
-                if any(r.info.status == "FINISHED" for r in runs)}
+        """Keys with a FINISHED attempt: the resume rule (a finished cell is never run again)."""
+        return {k for k, runs in self.runs_by_key(experiment_id).items() if is_finished(runs)}
 
-    def close_stale(self, experiment_id: str, key: str) -> None:
-        """An earlier attempt of this key that never finished (killed process): mark it KILLED."""
-        for run in self.runs_by_key(experiment_id).get(key, []):
+    def close_stale(self, experiment_id: str, keys: Iterable[str] | None = None) -> int:
+        """Attempts left RUNNING by a killed process (of unfinished keys, or of ``keys``): KILLED."""
+        closed = 0
+        by_key = self.runs_by_key(experiment_id)
+        for key in (by_key if keys is None else keys):
+            runs = by_key.get(key, [])
+            if is_finished(runs):
+                continue
+            for run in runs:
+                if run.info.status == "RUNNING":
+                    self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+                    closed += 1
+        return closed
+
+    def claim(self, experiment_id: str, key: str) -> bool:
+        """Just before a cell runs (in whichever process runs it): False if the key already has a
+        FINISHED attempt (e.g. a retried Ray task whose first attempt finished), else its stale
+        attempts are closed and the caller may start a new one."""
+        runs = self.client.search_runs([experiment_id], filter_string=f"tags.{KEY_TAG} = '{key}'")
+        if is_finished(runs):
+            return False
+        for run in runs:
             if run.info.status == "RUNNING":
                 self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+        return True
+
+
+def is_finished(runs: Iterable) -> bool:
+    """The one resume rule: a cell is done when any attempt of its key FINISHED."""
+    return any(r.info.status == "FINISHED" for r in runs)

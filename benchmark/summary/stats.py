@@ -13,12 +13,14 @@ predictions); nothing is retrained.  The choices, and why:
 * DeLong test on the pooled test predictions: both methods' scores paired by (seed, sample id),
   pooled over seeds as strata, samples that recur across seeds treated as clusters
   (``delong_stratified``); with one seed it is the plain DeLong test (``delong_test``, built on
-  ``benchmark.metrics.delong``).  Naive concatenation over seeds would count a test sample shared by
+  ``core.metrics.delong``).  Naive concatenation over seeds would count a test sample shared by
   every seed (an official split) as 3 independent samples and overstate significance.
 * Robustness: the area under the AUC-vs-missing-rate curve (trapezoid, divided by the rate span so
   it reads as an average AUC) and the relative drop from rate 0.
 * Ranking across datasets: average ranks, the Friedman test and the Nemenyi critical difference
   (Demšar 2006, JMLR 7:1-30).
+
+Pure computation: no I/O, no MLflow, no formatting.
 """
 from __future__ import annotations
 
@@ -29,7 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from benchmark.metrics import delong
+from core.metrics import delong
+
+ALPHA = 0.05  # significance level of every test the leaderboards show
+LEVEL = 0.95  # confidence level of every interval the leaderboards show
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ class Summary:
     ci_high: float
 
 
-def t_interval(values: np.ndarray | list[float], level: float = 0.95) -> Summary:
+def t_interval(values: np.ndarray | list[float], level: float = LEVEL) -> Summary:
     """Student t interval of the mean; n < 2 gives NaN spread and bounds (one seed says nothing
     about seed variation, and pretending otherwise would print a zero-width interval)."""
     x = np.asarray(values, dtype=np.float64)
@@ -69,7 +74,7 @@ class PairedResult:
     p_wilcoxon: float
 
 
-def paired_tests(a: np.ndarray | list[float], b: np.ndarray | list[float], level: float = 0.95) -> PairedResult:
+def paired_tests(a: np.ndarray | list[float], b: np.ndarray | list[float], level: float = LEVEL) -> PairedResult:
     """Paired t-test (shown) and Wilcoxon signed-rank (exact for small n, CSV only) on a - b."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -225,6 +230,12 @@ def normalised_area(rates: np.ndarray | list[float], values: np.ndarray | list[f
     return float(np.trapezoid(v, r) / span)
 
 
+def mean_over_rates(rates: np.ndarray | list[float], values: np.ndarray | list[float]) -> float:
+    """A seed's average over its rate curve (the AVG column and the row order); ``rates`` is unused
+    but kept so it has the same signature as ``normalised_area``."""
+    return float(np.mean(values))
+
+
 def relative_drop(at_zero: float, value: float) -> float:
     """(AUC at rate 0 - AUC at rate r) / AUC at rate 0: the share of the complete-data AUC lost."""
     if not (np.isfinite(at_zero) and np.isfinite(value)) or at_zero == 0:
@@ -244,7 +255,7 @@ class RankingResult:
     critical_difference: float
 
 
-def nemenyi_critical_difference(k: int, n_blocks: int, alpha: float = 0.05) -> float:
+def nemenyi_critical_difference(k: int, n_blocks: int, alpha: float = ALPHA) -> float:
     """CD = q_alpha sqrt(k (k+1) / (6 N)), q_alpha the studentized range quantile / sqrt(2)."""
     if k < 2 or n_blocks < 1:
         return math.nan
@@ -252,7 +263,7 @@ def nemenyi_critical_difference(k: int, n_blocks: int, alpha: float = 0.05) -> f
     return q * math.sqrt(k * (k + 1) / (6.0 * n_blocks))
 
 
-def rank_methods(scores: np.ndarray, methods: list[str], alpha: float = 0.05) -> RankingResult:
+def rank_methods(scores: np.ndarray, methods: list[str], alpha: float = ALPHA) -> RankingResult:
     """Ranks methods (columns) within each block (row), higher score = better, ties averaged."""
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2 or scores.shape[1] != len(methods):

@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from benchmark.errors import ConfigError
+from core.errors import ConfigError
 
 Pattern = Literal["image", "tabular", "mixed"]
 Protocol = Literal["both", "test_only", "train_only"]
@@ -150,3 +150,15 @@ def persist_mask(directory: Path, dataset: str, split: str, spec: MissingSpec, s
     tmp.replace(path)
     path.with_suffix(".csv.sha256").write_text(f"{digest}  {path.name}\n")
     return path, digest
+
+
+def stratum_labels(labels: np.ndarray, task: str) -> np.ndarray:
+    """Stratum per sample: the class; for multilabel the least frequent positive label or 'none'."""
+    if labels.ndim == 1:
+        return np.asarray([str(int(v)) for v in labels])
+    freq = labels.sum(axis=0)
+    out = []
+    for row in labels:
+        pos = np.flatnonzero(row > 0.5)
+        out.append("none" if len(pos) == 0 else str(int(pos[np.argmin(freq[pos])])))
+    return np.asarray(out)

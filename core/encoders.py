@@ -14,7 +14,7 @@ import timm
 import torch
 from torch import nn
 
-from benchmark.errors import ConfigError
+from core.errors import ConfigError
 
 
 @dataclass(frozen=True)

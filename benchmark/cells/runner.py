@@ -1,0 +1,146 @@
+"""The cell runner: one RunSpec -> prepared data -> trained model (or the oracle) -> MLflow child run.
+
+Everything a cell uses comes from its RunSpec (budget, options, missing spec); the runner only adds
+what is shared by a process: the dataset (loaded once) and the prepared data of the current
+(missing spec, seed) group, reused by every method of that group so all of them see the same
+masks (their SHA-256 is logged with every run).  It is picklable, so Ray can ship it to workers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+
+from benchmark.cells.evaluate import evaluate_method, oracle_reference
+from benchmark.config.schema import DatasetSection
+from benchmark.grid.spec import RunSpec
+from benchmark.tracking.store import KEY_TAG, Tracker
+from benchmark.training.device import machine_description, resolve_device, seed_everything
+from benchmark.training.loop import train_method
+from core.batch import PreparedData
+from core.options import to_mapping
+from datasets import create_dataset
+from methods import create_method, get_method_class
+
+
+@dataclass
+class CellRunner:
+    """Everything a process needs to run cells; the dataset and prepared data are cached per process."""
+
+    dataset: DatasetSection
+    results_dir: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    threads: int = 0
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["cache"] = {}
+        return state
+
+    def loaded(self) -> tuple[Any, Any, Any]:
+        """(dataset, table, oracle), loaded once per process."""
+        if "dataset" not in self.cache:
+            dataset = create_dataset(self.dataset.name, self.dataset.root, **self.dataset.options)
+            self.cache.update(dataset=dataset, table=dataset.load_table(), oracle=dataset.oracle())
+        return self.cache["dataset"], self.cache["table"], self.cache["oracle"]
+
+    def prepared(self, spec: RunSpec) -> tuple[PreparedData, dict[str, float]]:
+        """Data of the spec's (missing spec, seed) group and the Bayes reference on its test split."""
+        group = (spec.missing, spec.seed)
+        if self.cache.get("group") != group:  # one group in memory at a time
+            dataset, table, oracle = self.loaded()
+            data = dataset.prepare(table, spec.missing, spec.seed, Path(self.results_dir) / "masks")
+            reference = oracle_reference(oracle, data, spec.missing) if oracle is not None else {}
+            self.cache.update(group=group, data=data, reference=reference)
+        return self.cache["data"], self.cache["reference"]
+
+    def __call__(self, spec: RunSpec, progress: Any = None) -> str:
+        """Run one cell unless already finished; returns "done" or "skipped"."""
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        tracker = Tracker(self.tracking_uri, Path(self.results_dir))
+        if not tracker.claim(self.experiment_id, spec.key()):
+            return "skipped"
+        data, reference = self.prepared(spec)
+        oracle = self.loaded()[2] if spec.is_reference else None
+        run_cell(spec, data, reference, self.parent_run_id, self.experiment_id, progress, oracle)
+        return "done"
+
+
+def run_tags(spec: RunSpec, parent_id: str) -> dict[str, str]:
+    display = "Bayes oracle" if spec.is_reference else (get_method_class(spec.method).display_name or spec.method)
+    tags = {KEY_TAG: spec.key(), "method": spec.method, "method_display": display, "dataset": spec.dataset.name,
+            "row_kind": "reference" if spec.is_reference else "method", "mlflow.parentRunId": parent_id,
+            "machine": machine_description(spec.training.device), "tuned": "true" if spec.tuned else "false"}
+    tags.update({k: str(v) for k, v in (spec.tuned or {}).items()})
+    return tags
+
+
+def run_cell(spec: RunSpec, data: PreparedData, reference: dict[str, float], parent_id: str, exp_id: str,
+             progress: Any = None, oracle: Any = None) -> None:
+    """Train and evaluate one cell (or log the oracle reference) as a child MLflow run."""
+    with mlflow.start_run(experiment_id=exp_id, run_name=spec.label(), nested=True, tags=run_tags(spec, parent_id)):
+        params = spec.params()
+        if spec.options is not None:
+            params.update({f"option.{k}": v for k, v in to_mapping(spec.options).items()})
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.set_tags({f"mask_sha256_{s}": h for s, h in data.mask_hashes.items()})
+        mlflow.log_metrics({f"count_{k}": float(v) for k, v in data.counts.items()})
+        for path in data.mask_files.values():
+            mlflow.log_artifact(str(path), artifact_path="masks")
+        if oracle is not None:
+            mlflow.log_metrics({k: float(v) for k, v in reference.items()})
+            return
+        train_and_log(spec, data, reference, progress)
+
+
+def train_and_log(spec: RunSpec, data: PreparedData, reference: dict[str, float], progress: Any) -> None:
+    """The method part of a cell, inside its MLflow run: train, evaluate, log metrics and artifacts."""
+    seed_everything(spec.seed)
+    method = create_method(spec.method, data.info, spec.encoders, options=spec.options)
+    epoch_task = progress.add_task(f"  epochs {spec.method}", total=spec.training.epochs) if progress else None
+    fail_once = os.environ.get("MEDFUSION_FAIL_ONCE") == spec.key()  # failure injection (tests)
+
+    def on_epoch(epoch: int, record: dict[str, float]) -> None:
+        mlflow.log_metrics({k: float(v) for k, v in record.items() if np.isfinite(v)}, step=epoch)
+        if progress is not None:
+            progress.advance(epoch_task)
+        if fail_once:
+            marker = Path(os.environ.get("MEDFUSION_FAIL_DIR", tempfile.gettempdir())) / f"failed-{spec.key()}"
+            if not marker.exists():
+                marker.touch()
+                os._exit(1)  # die mid-run, as a crashed worker would
+
+    t0 = time.time()
+    result = train_method(method, data, spec.training, spec.seed, on_epoch)
+    train_seconds = time.time() - t0
+    if progress is not None:
+        progress.remove_task(epoch_task)
+    metrics: dict[str, float] = {"train_seconds": train_seconds, "best_epoch": float(result.best_epoch),
+                                 "best_val": result.best_val}
+    metrics.update({f"best_epoch_{name}": float(e) for name, e in result.group_best_epochs.items()})
+    t1 = time.time()
+    test_metrics, predictions = evaluate_method(method, data, resolve_device(spec.training.device),
+                                                spec.training.eval_batch_size)
+    metrics.update(test_metrics)
+    metrics["eval_seconds"] = time.time() - t1
+    metrics.update({f"bayes_{k}": v for k, v in reference.items()})  # the Bayes reference on this test set
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez_compressed(Path(tmp) / "predictions.npz", **predictions)
+        mlflow.log_artifact(str(Path(tmp) / "predictions.npz"))
+        torch.save(method.state_dict(), Path(tmp) / "model_state_dict.pt")
+        mlflow.log_artifact(str(Path(tmp) / "model_state_dict.pt"))
+    mlflow.log_text(json.dumps(result.history, indent=1), "history.json")

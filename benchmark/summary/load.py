@@ -1,0 +1,111 @@
+"""Reading the leaderboards' input: the child runs of each dataset's MLflow experiment.
+
+Every attempt of every grid cell is read (``mlflow.search_runs``), whatever its status, and
+normalised into plain columns (method, setting, config hash, grid position, mask hashes), so the
+rest of ``benchmark.summary`` never touches MLflow's ``tags.`` / ``params.`` names.  Nothing is
+retrained or re-predicted.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from benchmark.grid.spec import ORACLE_METHOD
+from benchmark.tracking.store import KEY_TAG, experiment_name
+
+FAILED_STATUSES = ("FAILED", "KILLED")
+
+
+def load_all_runs(tracking_uri: str, dataset: str) -> pd.DataFrame:
+    """Every child run (every attempt, any status) of the dataset's experiment, normalised."""
+    exp = MlflowClient(tracking_uri).get_experiment_by_name(experiment_name(dataset))
+    if exp is None:
+        return pd.DataFrame()
+    mlflow.set_tracking_uri(tracking_uri)
+    runs = mlflow.search_runs([exp.experiment_id], filter_string=f"tags.{KEY_TAG} != ''",
+                              max_results=1_000_000, output_format="pandas")
+    if runs.empty:
+        return runs
+    return normalise(runs)
+
+
+def load_runs(tracking_uri: str, dataset: str) -> pd.DataFrame:
+    """One row per RunSpec key: its latest FINISHED attempt, else its latest attempt (kept with
+    its status, so failed cells stay visible)."""
+    runs = load_all_runs(tracking_uri, dataset)
+    if runs.empty:
+        return runs
+    return latest_per_key(runs)
+
+
+def datasets_in_store(uri: str) -> list[str]:
+    """The datasets with an experiment in the store (tuning experiments excluded), sorted."""
+    prefix = experiment_name("")
+    names = [e.name for e in MlflowClient(uri).search_experiments()]
+    return sorted(n[len(prefix):] for n in names if n.startswith(prefix) and not n.endswith("-tuning"))
+
+
+def sort_by_recency(runs: pd.DataFrame) -> pd.DataFrame:
+    """Unfinished before finished, then by end, start and run id: the last row of a group is the
+    attempt that counts (the latest finished one, else the latest one)."""
+    return runs.sort_values(["finished", "end_time", "start_time", "run_id"], na_position="first", kind="mergesort")
+
+
+def latest_per_key(runs: pd.DataFrame) -> pd.DataFrame:
+    """The attempt that counts for each RunSpec key (``sort_by_recency``), sorted by key."""
+    ordered = sort_by_recency(runs)
+    return ordered.groupby("key", as_index=False, sort=True).tail(1).sort_values("key").reset_index(drop=True)
+
+
+def as_text(value: Any) -> str | None:
+    """A tag or param as text; None for missing values (None, NaN, NA) and empty strings."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return None
+    text = str(value)
+    return text if text else None
+
+
+def _column(df: pd.DataFrame, name: str) -> pd.Series:
+    if name in df:
+        return df[name]
+    return pd.Series([None] * len(df), index=df.index, dtype=object)
+
+
+def _setting(tuned: Any, trials: Any) -> str:
+    """"default", or "tuned (N trials)" for runs tagged by the tuning feature."""
+    if (as_text(tuned) or "").lower() != "true":
+        return "default"
+    n = as_text(trials)
+    return f"tuned ({n} trials)" if n else "tuned (trials not recorded)"
+
+
+def normalise(raw: pd.DataFrame) -> pd.DataFrame:
+    """``search_runs`` output with the plain columns the leaderboards read; a run lacking a grid
+    parameter is kept (``placed`` False) so provenance can count it."""
+    df = raw.copy()
+    df["key"] = _column(df, f"tags.{KEY_TAG}").map(as_text)
+    df["finished"] = df["status"] == "FINISHED"
+    method = _column(df, "tags.method").map(as_text)
+    df["method"] = method.where(method.notna(), _column(df, "params.method").map(as_text))
+    display = _column(df, "tags.method_display").map(as_text)
+    df["display"] = display.where(display.notna(), df["method"])
+    kind = _column(df, "tags.row_kind").map(as_text)
+    df["is_reference"] = (kind == "reference") | (df["method"] == ORACLE_METHOD)
+    df["setting"] = [_setting(t, n) for t, n in zip(_column(df, "tags.tuned"), _column(df, "tags.tuning_trials"))]
+    df["config_hash"] = _column(df, "params.config_hash").map(as_text).fillna("unknown")
+    df["pattern"] = _column(df, "params.pattern").map(as_text)
+    df["protocol"] = _column(df, "params.protocol").map(as_text)
+    df["rate"] = pd.to_numeric(_column(df, "params.rate"), errors="coerce").astype(float)
+    df["seed"] = pd.to_numeric(_column(df, "params.seed"), errors="coerce")
+    df["machine"] = _column(df, "tags.machine").map(as_text)
+    df["commit"] = _column(df, "tags.mlflow.source.git.commit").map(as_text)
+    df["mask_test"] = _column(df, "tags.mask_sha256_test").map(as_text)
+    df["mask_train"] = _column(df, "tags.mask_sha256_train").map(as_text)
+    df["placed"] = (df["method"].notna() & df["pattern"].notna() & df["protocol"].notna()
+                    & df["rate"].notna() & df["seed"].notna())
+    df["row_id"] = [f"{m}|{s}|{h}" for m, s, h in zip(df["method"], df["setting"], df["config_hash"])]
+    return df

@@ -1,0 +1,67 @@
+"""Where the numbers come from: commits, config hashes, date, machine and run counts.
+
+Everything but the commit that built the leaderboard (``git_head``) is read from the store, and
+the date is the latest run end time rather than the build time, so rebuilding from the same
+store gives the same bytes.
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.summary.load import FAILED_STATUSES, latest_per_key
+
+
+def git_head() -> str:
+    """The commit of this checkout ("unknown" outside a git work tree or without git)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    head = out.stdout.strip()
+    return head if out.returncode == 0 and head else "unknown"
+
+
+def latest_end(runs: pd.DataFrame) -> str:
+    """The latest run end time in ``runs``, as the leaderboards' date."""
+    ends = pd.to_datetime(runs["end_time"], utc=True).dropna() if "end_time" in runs else pd.Series(dtype=object)
+    if ends.empty:
+        return "no run has ended"
+    return ends.max().strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def joined(values: pd.Series, missing: str = "not recorded") -> str:
+    """The distinct non-empty values, sorted and joined by "; "; ``missing`` when there are none."""
+    vals = sorted({str(v) for v in values.dropna() if str(v)})
+    return "; ".join(vals) if vals else missing
+
+
+def commit_line(runs: pd.DataFrame, built: str) -> str:
+    """"runs recorded at <commits>; <built> built by <HEAD>" (short hashes)."""
+    commits = joined(runs["commit"].map(lambda c: c[:12] if c else c))
+    return f"runs recorded at {commits}; {built} built by {git_head()[:12]}"
+
+
+def provenance(runs: pd.DataFrame) -> list[str]:
+    """Commit, config hashes, date (latest run end), machine, run counts: from the store only."""
+    latest = latest_per_key(runs)
+    finished = int(latest["finished"].sum())
+    failed = int(latest["status"].isin(FAILED_STATUSES).sum())
+    other = len(latest) - finished - failed
+    superseded = len(runs) - len(latest)
+    hashes = "; ".join(f"`{h}` ({', '.join(sorted(g.unique()))})" for h, g in
+                       latest.groupby("config_hash", sort=True)["method"]) or "none"
+    unplaced = int((~latest["placed"]).sum())
+    lines = [
+        f"**Runs:** {len(latest)} grid cells in the MLflow store ({finished} finished, {failed} failed/killed, "
+        f"{other} running/unfinished); {superseded} earlier attempt(s) superseded."
+        + (f" {unplaced} run(s) lack grid parameters and cannot be placed in a table." if unplaced else ""),
+        f"**Date:** {latest_end(runs)} (latest run end time in the store).",
+        f"**Commit:** {commit_line(runs, 'leaderboard')}.",
+        f"**Machine:** {joined(runs['machine'])}.",
+        f"**Config hashes:** {hashes}.",
+    ]
+    return lines
