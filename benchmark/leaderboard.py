@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from benchmark.summary import build_leaderboards, datasets_in_store
-from benchmark.tracking import resolve_tracking_uri
+from benchmark.execution import handle_interrupts, publish_leaderboards
+from benchmark.summary import datasets_in_store
+from benchmark.tracking import leaderboard_dir, resolve_tracking_uri
 from core.errors import BenchmarkError
 
 
@@ -22,17 +23,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark.leaderboard",
                                 description="Build leaderboards (md, csv, html, plots) from the MLflow store.")
     p.add_argument("--dataset", action="append", help="dataset(s) to summarise (default: every dataset in the store)")
-    p.add_argument("--results-dir", default="results")
+    p.add_argument("--results-dir", help="where the leaderboards go (default: results, or the folder of the "
+                                         "--tracking-uri SQLite file; a server URI needs --results-dir)")
     p.add_argument("--tracking-uri", help="default: sqlite:///<results-dir>/mlflow.db or MLFLOW_TRACKING_URI")
+    p.add_argument("--all-fingerprints", action="store_true",
+                   help="show runs of older code or data as rows of their own (default: each row keeps the "
+                        "newest code/data fingerprint and lists the superseded runs)")
     args = p.parse_args(argv)
-    results_dir = Path(args.results_dir)
-    uri = resolve_tracking_uri(args.tracking_uri, None, results_dir)
+    results_dir = Path(args.results_dir or "results")
     try:
+        uri = resolve_tracking_uri(args.tracking_uri, None, results_dir)
+        out = leaderboard_dir(uri, results_dir, explicit=args.results_dir is not None)
         datasets = args.dataset or datasets_in_store(uri)
-        written = build_leaderboards(uri, results_dir, datasets)
+        with handle_interrupts():  # files are replaced together at the end, never half-written
+            written = publish_leaderboards(uri, out, datasets, all_fingerprints=args.all_fingerprints)
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the previous leaderboard files are unchanged", file=sys.stderr)
+        return 130
     if not written:
         print(f"no runs in {uri}", file=sys.stderr)
         return 1

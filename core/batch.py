@@ -43,6 +43,12 @@ class Batch:
         return Batch({v: x.to(device) for v, x in self.images.items()}, self.view_present.to(device),
                      self.tabular.to(device), self.labels.to(device), self.present.to(device), self.ids)
 
+    def without_labels(self) -> "Batch":
+        """The same batch with the labels zeroed: what prediction gets, so no method can read the
+        answer of the samples it is scored on."""
+        return Batch(self.images, self.view_present, self.tabular, torch.zeros_like(self.labels), self.present,
+                     self.ids)
+
     def with_present(self, present: torch.Tensor) -> "Batch":
         """The same batch with fewer modalities: newly absent data is zeroed (never just hidden)."""
         present = present & self.present

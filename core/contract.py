@@ -85,6 +85,7 @@ class SampleTable:
     tabular_available: np.ndarray      # (N,) bool, real availability of the tabular record
     split: np.ndarray | None = None    # (N,) str in SPLITS for official splits, else None
     extras: dict[str, Any] = field(default_factory=dict)  # dataset-specific (oracle statistics)
+    groups: np.ndarray | None = None   # (N,) str: the patient/lesion of each row; no group spans two splits
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -93,7 +94,13 @@ class SampleTable:
         for name in ("labels", "numeric", "categorical", "view_available", "tabular_available"):
             if len(getattr(self, name)) != n:
                 raise DatasetLayoutError(f"SampleTable.{name} has {len(getattr(self, name))} rows, ids {n}")
-
+        if self.groups is not None:
+            self.groups = np.asarray(self.groups).astype(str)
+            if self.groups.shape != (n,):
+                raise DatasetLayoutError(f"SampleTable.groups has shape {self.groups.shape}, expected ({n},)")
+            empty = np.flatnonzero(np.char.strip(self.groups) == "")
+            if len(empty):
+                raise DatasetLayoutError(f"SampleTable.groups: sample '{self.ids[empty[0]]}' has an empty group")
 
 
 class Oracle(Protocol):

@@ -2,8 +2,14 @@
 
 Why one place: a fusion benchmark compares fusion, so the backbone family, its initialisation and
 its width must be identical for every method.  Image encoders come from timm only
-(``num_classes=0`` for pooled embeddings, ``features_only=True`` for stage features); pretrained
-weights are read from a local file given in config, never downloaded.
+(``num_classes=0`` for pooled embeddings, ``features_only=True`` for stage features).
+
+Pretrained weights go through timm's own pretrained path, never a hand-written loader:
+``pretrained: true`` loads the model's default timm pretrained tag by name (a HuggingFace hub
+download when online, the local HF cache when offline); ``pretrained_file: PATH`` loads a local
+file through the same path (``pretrained_cfg_overlay=dict(file=PATH)``), so filtering of the
+classifier and adaptation of the input conv to ``in_chans`` are timm's in both cases.
+``pretrained_path`` is the deprecated name of ``pretrained_file`` (the two are folded into one).
 """
 from __future__ import annotations
 
@@ -11,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import timm
+import timm.models
 import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import try_to_load_from_cache
 from torch import nn
 
 from core.errors import ConfigError
@@ -20,15 +29,32 @@ from core.errors import ConfigError
 @dataclass(frozen=True)
 class ImageEncoderConfig:
     model: str = "test_efficientnet"     # any timm model name
-    pretrained_path: str | None = None   # local state_dict file (.pth/.safetensors); no downloads
+    pretrained_path: str | None = None   # deprecated alias of pretrained_file (folded into it)
     drop_rate: float = 0.0
     embedding_dim: int = 128             # width of the projection used for precomputed 1-D embeddings
+    pretrained: bool = False             # timm's default pretrained tag of `model`, by name (HF hub/cache)
+    pretrained_file: str | None = None   # local weights (.pth/.bin/.safetensors) loaded by timm; implies pretrained
+
+    def __post_init__(self) -> None:
+        if self.pretrained_path and self.pretrained_file and self.pretrained_path != self.pretrained_file:
+            raise ConfigError(f"encoders.image: pretrained_path ({self.pretrained_path}) is the deprecated name "
+                              f"of pretrained_file ({self.pretrained_file}); give one of them")
+        path = self.pretrained_file or self.pretrained_path or None
+        object.__setattr__(self, "pretrained_file", path)
+        object.__setattr__(self, "pretrained_path", path)  # same value: code reading the old name still works
+
+    @property
+    def uses_pretrained(self) -> bool:
+        """True when the backbone starts from pretrained weights (by name or from a file)."""
+        return bool(self.pretrained or self.pretrained_file)
 
     def validate(self, where: str) -> None:
         if not timm.is_model(self.model):
             raise ConfigError(f"{where}.model: unknown timm model '{self.model}'")
-        if self.pretrained_path and not Path(self.pretrained_path).is_file():
-            raise ConfigError(f"{where}.pretrained_path: file {self.pretrained_path} does not exist")
+        if self.pretrained_file and not Path(self.pretrained_file).is_file():
+            raise ConfigError(f"{where}.pretrained_file: file {self.pretrained_file} does not exist")
+        if self.pretrained and not self.pretrained_file and pretrained_tag(self.model) is None:
+            raise ConfigError(f"{where}.pretrained: timm has no pretrained configuration for '{self.model}'")
 
 
 @dataclass(frozen=True)
@@ -44,23 +70,73 @@ class EncoderConfig:
     tabular: TabularEncoderConfig = field(default_factory=TabularEncoderConfig)
 
 
-def _load_local_weights(model: nn.Module, path: str) -> None:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    loaded = len(state) - len(unexpected)
-    if loaded == 0:
-        raise ConfigError(f"encoders.image.pretrained_path: no tensor of {path} matches the model")
+def timm_pretrained_cfg(model: str) -> timm.models.PretrainedCfg | None:
+    """timm's pretrained configuration of ``model`` (its default tag unless named), None if none."""
+    try:
+        return timm.models.get_pretrained_cfg(model, allow_unregistered=True)
+    except RuntimeError:  # an invalid tag
+        return None
+
+
+def pretrained_tag(model: str) -> str | None:
+    """The timm pretrained tag ``arch.tag`` that ``pretrained: true`` loads (None: timm has none)."""
+    cfg = timm_pretrained_cfg(model)
+    if cfg is None:
+        return None
+    return f"{cfg.architecture}.{cfg.tag}" if cfg.tag else str(cfg.architecture)
+
+
+def hf_cache_dir() -> str:
+    """Where the HuggingFace hub caches downloads: ``HF_HUB_CACHE``, default ``$HF_HOME/hub``
+    (``~/.cache/huggingface/hub``), as huggingface_hub resolved it at import."""
+    return str(hf_constants.HF_HUB_CACHE)
+
+
+def cached_pretrained_file(model: str) -> str | None:
+    """The local HF-cache file ``pretrained: true`` would load for ``model``, None if not cached."""
+    cfg = timm_pretrained_cfg(model)
+    if cfg is None or not cfg.hf_hub_id:
+        return None
+    names = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else ("model.safetensors", "pytorch_model.bin")
+    for name in names:
+        found = try_to_load_from_cache(cfg.hf_hub_id, name, cache_dir=hf_cache_dir())
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def checkpoint_keys(path: str) -> set[str]:
+    """Tensor names of a weights file, read as timm reads it (a nested ``state_dict`` included)."""
+    return set(timm.models.load_state_dict(path, weights_only=True))
+
+
+def create_pretrained(cfg: ImageEncoderConfig, kwargs: dict) -> nn.Module:
+    """``timm.create_model(..., pretrained=True)`` from a file or by name, with one clear error."""
+    if cfg.pretrained_file:
+        try:
+            model = timm.create_model(cfg.model, pretrained=True,
+                                      pretrained_cfg_overlay=dict(file=cfg.pretrained_file), **kwargs)
+        except RuntimeError as exc:
+            raise ConfigError(f"encoders.image.pretrained_file: {cfg.pretrained_file} does not fit timm model "
+                              f"'{cfg.model}': {exc}") from None
+        if not checkpoint_keys(cfg.pretrained_file) & set(model.state_dict()):
+            raise ConfigError(f"encoders.image.pretrained_file: no tensor of {cfg.pretrained_file} matches "
+                              f"timm model '{cfg.model}'")
+        return model
+    try:
+        return timm.create_model(cfg.model, pretrained=True, **kwargs)
+    except OSError as exc:  # no network and no cached copy (LocalEntryNotFoundError, URLError, ...)
+        raise ConfigError(
+            f"encoders.image.pretrained: cannot load the pretrained weights of timm model '{cfg.model}' "
+            f"(tag {pretrained_tag(cfg.model)}): not in the HuggingFace cache at {hf_cache_dir()} and the hub "
+            f"is unreachable ({type(exc).__name__}). Download them once online (or set HF_HOME to a cache "
+            f"that has them), or set encoders.image.pretrained_file: PATH to a local weights file") from None
 
 
 def create_image_backbone(cfg: ImageEncoderConfig, in_chans: int, features_only: bool = False,
                           out_indices: tuple[int, ...] | None = None) -> nn.Module:
     """The one entry point to timm for image encoders."""
-    kwargs: dict = {"pretrained": False, "in_chans": in_chans, "drop_rate": cfg.drop_rate}
+    kwargs: dict = {"in_chans": in_chans, "drop_rate": cfg.drop_rate}
     if features_only:
         kwargs.pop("drop_rate")
         kwargs["features_only"] = True
@@ -68,10 +144,9 @@ def create_image_backbone(cfg: ImageEncoderConfig, in_chans: int, features_only:
             kwargs["out_indices"] = out_indices
     else:
         kwargs["num_classes"] = 0
-    model = timm.create_model(cfg.model, **kwargs)
-    if cfg.pretrained_path:
-        _load_local_weights(model, cfg.pretrained_path)
-    return model
+    if cfg.uses_pretrained:
+        return create_pretrained(cfg, kwargs)
+    return timm.create_model(cfg.model, pretrained=False, **kwargs)
 
 
 def encode_present(module: nn.Module, x: torch.Tensor, present: torch.Tensor, out_dim: int) -> torch.Tensor:

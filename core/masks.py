@@ -1,14 +1,22 @@
 """Missing-modality masks (datasets spec section 6): seeded, exact, nested, method-independent.
 
-For split ``s`` and seed ``k`` every sample draws ``(u_i, v_i)`` from
-``numpy.random.default_rng([k, crc32(dataset), crc32(s), crc32(id_i)])`` — the first and second
-number of that stream.  The draw depends on the sample *id* only, never on row order, worker count
-or device.  Within each stratum (class; for multilabel the least frequent positive label) the
-samples with the smallest ``u`` are dropped; per-stratum counts use largest-remainder rounding so
-the total is exactly ``round(rate * N)``.  Because the ranking does not depend on the rate, the
-set dropped at 0.3 is contained in the set dropped at 0.5 (nesting).  For the ``mixed`` pattern
-the dropped samples are ranked by ``v``: the lower ``image_share`` part loses the image, the rest
-the tabular record; a sample never loses both.
+For split ``s`` and seed ``k`` every sample draws ``u_i`` from
+``numpy.random.default_rng([k, crc32(dataset), crc32(s), crc32(id_i)])`` (the first number of that
+stream): it depends on the sample *id* only, never on row order, worker count or device.
+
+A split's masks for every rate come from one **drop sequence**: the order in which samples lose
+a modality as the rate grows.  Within a stratum (class; for multilabel the least frequent positive
+label) samples are taken by increasing ``u``; which stratum gives the next sample is decided by the
+Balinski–Young *quota method* of apportionment (the next drop goes to the stratum with the largest
+``size / (dropped + 1)`` among those still below their upper quota).  So, for every rate, exactly
+``round(rate * N)`` samples are dropped, each stratum's count is within one of ``rate * size``
+(floor or ceil of its quota), and every stratum's count is non-decreasing in the rate: the masks
+are **nested** for every pair of rates, even for strata of one sample (largest-remainder rounding
+is not: with strata {1, 44} it drops the singleton at 0.5 and keeps it at 0.7).  For ``mixed``,
+the ``j``-th sample dropped from a stratum loses its image when ``round(image_share * j)`` grows
+at ``j`` and its tabular record otherwise: the split between the modalities is exact within each
+stratum (so which modality is missing says nothing about the class) and a sample keeps losing the
+same modality as the rate grows.  A sample never loses both.
 """
 from __future__ import annotations
 
@@ -17,7 +25,7 @@ import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -76,20 +84,48 @@ class MissingSpec:
         return f"{self.pattern}/{self.protocol}/{self.rate:g}"
 
 
-def largest_remainder(total: int, sizes: dict[str, int], rate: float) -> dict[str, int]:
-    """Per-stratum counts summing exactly to ``total`` (quota rate*size, Hamilton rounding)."""
-    quotas = {s: rate * n for s, n in sizes.items()}
-    counts = {s: min(sizes[s], math.floor(q)) for s, q in quotas.items()}
-    remainder = total - sum(counts.values())
-    # Largest fractional part first; ties broken by stratum name for determinism.
-    order = sorted(quotas, key=lambda s: (-(quotas[s] - math.floor(quotas[s])), s))
-    for s in order:
-        if remainder <= 0:
-            break
-        if counts[s] < sizes[s]:
-            counts[s] += 1
-            remainder -= 1
-    return counts
+def quota_sequence(sizes: Sequence[int]) -> np.ndarray:
+    """The stratum of each successive drop, for a total of 1..sum(sizes) drops (quota method).
+
+    At total ``T`` a stratum may take the next drop only while ``dropped < ceil(T * size / N)``
+    (upper quota); among those, the one with the largest ``size / (dropped + 1)`` takes it (ties:
+    the first stratum).  House-monotone by construction and within quota (Balinski & Young 1975),
+    which the property tests check over random strata of sizes 1..60.
+    """
+    sizes = [int(n) for n in sizes]
+    total = sum(sizes)
+    taken = [0] * len(sizes)
+    out = np.empty(total, dtype=np.int64)
+    for step in range(1, total + 1):
+        best = -1
+        for s, n in enumerate(sizes):
+            if taken[s] * total >= step * n:  # would exceed the upper quota at this total
+                continue
+            # n_s / (c_s + 1) > n_b / (c_b + 1), in integers
+            if best < 0 or n * (taken[best] + 1) > sizes[best] * (taken[s] + 1):
+                best = s
+        taken[best] += 1
+        out[step - 1] = best
+    return out
+
+
+def drop_order(ids: np.ndarray, strata: np.ndarray, seed: int, dataset: str, split: str) -> np.ndarray:
+    """Rows in the order they lose a modality as the rate grows (the first ``T`` are dropped at
+    ``T`` drops): by increasing ``u`` within a stratum, strata interleaved by the quota method."""
+    ids = np.asarray(ids).astype(str)
+    strata = np.asarray(strata).astype(str)
+    if len(ids) == 0:
+        return np.zeros(0, dtype=np.int64)
+    u = id_uniforms(ids, seed, dataset, split)[:, 0]
+    names = sorted(set(strata.tolist()))
+    # Rank by u; ties (never in practice) by id so the result is order-free.
+    queues = [rows[np.lexsort((ids[rows], u[rows]))] for rows in (np.flatnonzero(strata == s) for s in names)]
+    cursor = [0] * len(names)
+    order = np.empty(len(ids), dtype=np.int64)
+    for step, s in enumerate(quota_sequence([len(q) for q in queues])):
+        order[step] = queues[s][cursor[s]]
+        cursor[s] += 1
+    return order
 
 
 def drop_mask(ids: np.ndarray, strata: np.ndarray, rate: float, pattern: str, seed: int,
@@ -99,27 +135,19 @@ def drop_mask(ids: np.ndarray, strata: np.ndarray, rate: float, pattern: str, se
     keep = np.ones((len(ids), 2), dtype=bool)
     if rate <= 0 or len(ids) == 0:
         return keep
-    draws = id_uniforms(ids, seed, dataset, split)
-    u, v = draws[:, 0], draws[:, 1]
     total = math.floor(rate * len(ids) + 0.5)
-    sizes = {s: int((strata == s).sum()) for s in sorted(set(strata.tolist()))}
-    counts = largest_remainder(total, sizes, rate)
-    dropped = []
-    for s, c in counts.items():
-        rows = np.flatnonzero(strata == s)
-        # Rank by u; ties (never in practice) by id so the result is order-free.
-        order = np.lexsort((ids[rows], u[rows]))
-        dropped.extend(rows[order[:c]].tolist())
-    dropped_arr = np.asarray(sorted(dropped), dtype=np.int64)
+    dropped = drop_order(ids, strata, seed, dataset, split)[:total]
     if pattern == "image":
-        keep[dropped_arr, IMAGE] = False
+        keep[dropped, IMAGE] = False
     elif pattern == "tabular":
-        keep[dropped_arr, TABULAR] = False
+        keep[dropped, TABULAR] = False
     else:
-        order = dropped_arr[np.lexsort((ids[dropped_arr], v[dropped_arr]))]
-        n_img = math.floor(image_share * len(order) + 0.5)
-        keep[order[:n_img], IMAGE] = False
-        keep[order[n_img:], TABULAR] = False
+        strata = np.asarray(strata).astype(str)
+        seen: dict[str, int] = {}
+        for row in dropped:  # the j-th drop of its stratum: image iff round(share * j) steps up
+            j = seen[strata[row]] = seen.get(strata[row], 0) + 1
+            loses_image = math.floor(image_share * j + 0.5) > math.floor(image_share * (j - 1) + 0.5)
+            keep[row, IMAGE if loses_image else TABULAR] = False
     return keep
 
 

@@ -17,14 +17,19 @@ register_dataset = DATASETS.register
 
 def import_all() -> None:
     for info in pkgutil.iter_modules(__path__):
-        if info.name not in ("base", "preparation"):
+        if info.name not in ("base", "preparation", "splitting"):
             importlib.import_module(f"{__name__}.{info.name}")
 
 
 def create_dataset(name: str, root: str | None = None, **options: Any):
-    """Instantiate a registered dataset; options are validated by the dataset's Options class."""
+    """Instantiate a registered dataset; options are validated by the dataset's Options class.
+
+    The layout is checked here (``BenchmarkDataset.check_layout``: every file path resolved, none
+    decoded), so a wrong folder stops the CLI before any grid cell starts."""
     import_all()
-    return DATASETS.create(name, root, **options)
+    dataset = DATASETS.create(name, root, **options)
+    dataset.check_layout()
+    return dataset
 
 
 def list_datasets(pattern: str = "*") -> list[str]:

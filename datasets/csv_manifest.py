@@ -4,22 +4,31 @@ A YAML file next to the CSV (``manifest.yaml`` under the data root by default, o
 ``spec`` option) describes the data and is validated once::
 
     manifest: cases.csv          # one row per sample
-    image_root: images/          # view paths are relative to this (absolute paths also work)
+    image_root: images/          # view paths are relative to this (absolute paths also work); a list
+                                 # of folders is searched in order (e.g. [part_1/, part_2/])
     id_column: patient_id
     task: binary                 # binary | multiclass | multilabel
     label_columns: [malignant]   # one column (class name or int) or K 0/1 columns for multilabel
-    views: {main: image_path}    # view -> column holding the file path
+    views: {main: image_path}    # view -> column holding the file path, or a template over
+                                 # columns: {main: "{image_id}.jpg"}
     categorical: [sex, site]
     numeric: [age, psa]
     split_column: split          # optional, values train|val|test; else seeded stratified 70/10/20
     fold_column: null            # optional integer folds; the dataset option `fold` picks the test fold
+    group_column: null           # optional patient/lesion column: no group is ever in two splits
     class_names: null            # optional order of the label values (single-column labels)
+    label_map: {}                # optional raw label value -> class name (e.g. BCC: cancer)
     categories: {}               # optional fixed category order per categorical column
+    na_values: []                # optional tabular cell texts that mean "empty" (e.g. UNK, unknown)
 
 Rules: an empty path is a missing view; an absent or unreadable file is real missingness
 (counted and reported, never dropped); an empty tabular cell is NaN (numeric) or unknown
 (categorical); a row whose declared tabular cells are all empty has no tabular record; an empty
 label is an error.  Columns that are neither declared nor used are ignored with one warning.
+Layout check: a view whose paths resolve for fewer than ``min_image_share`` (default 50 %) of the
+rows that name a file stops loading with one DatasetLayoutError (wrong folder or template).
+Groups: with ``group_column`` the seeded split assigns whole groups, the carved validation part
+too, and an official split or fold column that puts one group in two splits is an error.
 Categorical cells are compared as stripped text, with integral numbers normalised (``1.0`` ->
 ``1``).  Validation split (ours): when the split column has no ``val`` rows, or with folds, a
 seeded stratified ``val_fraction`` of the training rows (id-keyed, like every split here).
@@ -43,11 +52,15 @@ from core.errors import ConfigError, DatasetLayoutError
 from core.masks import stratum_labels
 from core.options import from_mapping
 from datasets import register_dataset
-from datasets.base import BenchmarkDataset, stratified_split
-from datasets.imaging import ArrayImageOptions, CaseInsensitiveFiles, build_image_source
+from datasets.base import BenchmarkDataset
+from datasets.imaging import ArrayImageOptions, CaseInsensitiveFiles, SearchPath, build_image_source
+from datasets.splitting import check_group_split, seeded_split
+from datasets.tables import cat_text, check_ids, num_value, read_table_file, single_labels
 
+__all__ = ["CsvManifestDataset", "CsvManifestOptions", "ManifestSpec", "cat_text", "check_ids", "load_spec",
+           "manifest_table", "num_value", "read_table_file", "single_labels", "split_with_val", "view_columns"]
 log = logging.getLogger(__name__)
-_INTEGRAL = re.compile(r"^[+-]?\d+\.0*$")
+TEMPLATE_FIELD = re.compile(r"{([^{}]*)}")
 
 
 @dataclass(frozen=True)
@@ -59,16 +72,19 @@ class ManifestSpec:
     task: Literal["binary", "multiclass", "multilabel"]
     label_columns: tuple[str, ...] | str
     views: dict
-    image_root: str = ""
+    image_root: str | tuple[str, ...] = ""
     categorical: tuple[str, ...] | str = ()
     numeric: tuple[str, ...] | str = ()
     split_column: str | None = None
     fold_column: str | None = None
+    group_column: str | None = None
     class_names: tuple[str | int, ...] | None = None
+    label_map: dict = field(default_factory=dict)
     categories: dict = field(default_factory=dict)
+    na_values: tuple[str, ...] | str = ()
 
     def __post_init__(self) -> None:
-        for name in ("label_columns", "categorical", "numeric"):  # a single name is a one-item list
+        for name in ("label_columns", "categorical", "numeric", "na_values"):  # one name = a one-item list
             if isinstance(getattr(self, name), str):
                 object.__setattr__(self, name, (getattr(self, name),))
         if self.class_names is not None:
@@ -87,7 +103,16 @@ class ManifestSpec:
             raise ConfigError(f"{where}.views: at least one view (view name -> path column) is needed")
         for view, col in self.views.items():
             if not isinstance(col, str) or not col:
-                raise ConfigError(f"{where}.views.{view}: expected a column name, got {col!r}")
+                raise ConfigError(f"{where}.views.{view}: expected a column name or a path template, got {col!r}")
+            if "{" in col and not all(TEMPLATE_FIELD.findall(col)):
+                raise ConfigError(f"{where}.views.{view}: template {col!r} has an empty field; write column names "
+                                  "in braces, e.g. '{image_id}.jpg'")
+        if self.label_map and self.task == "multilabel":
+            raise ConfigError(f"{where}.label_map: only for single-column labels")
+        if self.label_map and self.class_names is not None:
+            odd = sorted({str(v) for v in self.label_map.values()} - set(self.class_names))
+            if odd:
+                raise ConfigError(f"{where}.label_map: {odd[0]!r} is not one of class_names {list(self.class_names)}")
         if not (self.categorical or self.numeric):
             raise ConfigError(f"{where}: declare at least one tabular column (categorical or numeric)")
         if self.split_column and self.fold_column:
@@ -101,9 +126,9 @@ class ManifestSpec:
                 raise ConfigError(f"{where}.categories.{col}: not a declared categorical column")
             if not isinstance(levels, (list, tuple)) or not levels:
                 raise ConfigError(f"{where}.categories.{col}: expected a non-empty list of levels")
-        used = [self.id_column, *self.label_columns, *self.views.values(), *self.categorical, *self.numeric,
+        used = [self.id_column, *self.label_columns, *self.categorical, *self.numeric,
                 *(c for c in (self.split_column, self.fold_column) if c)]
-        dup = sorted({c for c in used if used.count(c) > 1} - set(self.views.values()))
+        dup = sorted({c for c in used if used.count(c) > 1})
         if dup:
             raise ConfigError(f"{where}: column '{dup[0]}' is used twice (id/label/tabular/split roles)")
 
@@ -121,81 +146,28 @@ class CsvManifestOptions(ArrayImageOptions):
             raise ConfigError(f"{where}.val_fraction: must be in [0, 1), got {self.val_fraction}")
 
 
-def cat_text(value: object) -> str | None:
-    """Categorical cell -> stripped text (None when empty); ``1.0`` -> ``1``."""
-    if value is None or (isinstance(value, float) and value != value):
+def view_columns(spec: ManifestSpec) -> dict[str, tuple[str, ...]]:
+    """view -> the column(s) its paths come from: the column, or the fields of its template."""
+    return {v: tuple(TEMPLATE_FIELD.findall(c)) if "{" in c else (c,) for v, c in spec.views.items()}
+
+
+def fill_template(template: str, cells: dict[str, str | None]) -> str | None:
+    """``'{image_id}.jpg'`` filled from one row's cells; None when a cell it needs is empty."""
+    if any(v is None for v in cells.values()):
         return None
-    text = str(value).strip()
-    if not text:
-        return None
-    return text.split(".")[0] if _INTEGRAL.match(text) else text
+    return TEMPLATE_FIELD.sub(lambda m: str(cells[m.group(1)]), template)
 
 
-def num_value(value: object, where: str) -> float:
-    if value is None or (isinstance(value, float) and value != value) or str(value).strip() == "":
-        return float("nan")
-    try:
-        return float(str(value).strip())
-    except ValueError:
-        raise DatasetLayoutError(f"{where}: {value!r} is not a number") from None
-
-
-def read_table_file(path: Path, dataset: str, what: str) -> pd.DataFrame:
-    """A CSV as strings (empty cell = ''); headers stripped."""
-    if not path.is_file():
-        raise DatasetLayoutError(f"dataset '{dataset}': missing {path} ({what})")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DatasetLayoutError(f"dataset '{dataset}': cannot parse {path} ({what}): {exc}") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
-
-
-def check_ids(ids: list[str], dataset: str, source: str) -> np.ndarray:
-    """Ids key masks and splits, and are written to CSV: unique, non-empty, no comma/newline."""
-    for i, sid in enumerate(ids):
-        if not sid:
-            raise DatasetLayoutError(f"dataset '{dataset}': {source} row {i}: empty sample id")
-        if any(c in sid for c in ",\n\r"):
-            raise DatasetLayoutError(f"dataset '{dataset}': {source} row {i}: sample id {sid!r} contains a "
-                                     "comma or newline (ids are written to the mask CSV files)")
-    seen: dict[str, int] = {}
-    for i, sid in enumerate(ids):
-        if sid in seen:
-            raise DatasetLayoutError(f"dataset '{dataset}': {source}: sample id {sid!r} appears twice "
-                                     f"(rows {seen[sid]} and {i})")
-        seen[sid] = i
-    return np.asarray(ids)
-
-
-def single_labels(values: list[str], class_names: tuple[str, ...] | None, task: str, dataset: str,
-                  source: str, column: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Class values -> int labels; class order declared, else sorted ints, else sorted text."""
-    texts = [cat_text(v) for v in values]
-    for i, t in enumerate(texts):
-        if t is None:
-            raise DatasetLayoutError(f"dataset '{dataset}': {source} row {i}: label column '{column}' is empty")
-    if class_names is None:
-        uniq = set(texts)
-        if all(re.fullmatch(r"[+-]?\d+", t) for t in uniq):
-            class_names = tuple(str(v) for v in sorted(int(t) for t in uniq))
-        else:
-            class_names = tuple(sorted(uniq))
-    index = {str(c): k for k, c in enumerate(class_names)}
-    labels = np.empty(len(texts), np.int64)
-    for i, t in enumerate(texts):
-        if t not in index:
-            raise DatasetLayoutError(f"dataset '{dataset}': {source} row {i}: label {t!r} in column '{column}' "
-                                     f"is not one of the classes {', '.join(map(str, class_names))}")
-        labels[i] = index[t]
-    if task == "binary" and len(class_names) != 2:
-        raise DatasetLayoutError(f"dataset '{dataset}': {source} column '{column}': task binary needs 2 classes, "
-                                 f"found {len(class_names)} ({', '.join(map(str, class_names))})")
-    if task == "multiclass" and len(class_names) < 2:
-        raise DatasetLayoutError(f"dataset '{dataset}': {source} column '{column}': only one class "
-                                 f"({class_names[0]}) found")
-    return labels, tuple(str(c) for c in class_names)
+def view_paths(frame: pd.DataFrame, spec: ManifestSpec) -> dict[str, list[str | None]]:
+    """Each row's path per view: the column's cell, or its template filled from the row."""
+    out: dict[str, list[str | None]] = {}
+    for view, cols in view_columns(spec).items():
+        if "{" not in spec.views[view]:
+            out[view] = list(frame[spec.views[view]])
+            continue
+        cells = {c: [cat_text(v) for v in frame[c]] for c in cols}
+        out[view] = [fill_template(spec.views[view], {c: cells[c][i] for c in cols}) for i in range(len(frame))]
+    return out
 
 
 def split_with_val(dataset: BenchmarkDataset, table: SampleTable, seed: int,
@@ -205,10 +177,12 @@ def split_with_val(dataset: BenchmarkDataset, table: SampleTable, seed: int,
     for s in ("train", "test"):
         if len(out[s]) == 0:
             raise DatasetLayoutError(f"dataset '{dataset.registry_name}': the split has no '{s}' rows")
+    check_group_split(dataset.registry_name, table.groups, out, "the split column (or folds)")
     if len(out["val"]) == 0 and val_fraction > 0:
         train = out["train"]
         strata = stratum_labels(table.labels[train], dataset.task)
-        parts = stratified_split(table.ids[train], strata, seed, (1.0 - val_fraction, val_fraction, 0.0))
+        groups = None if table.groups is None else table.groups[train]
+        parts = seeded_split(table.ids[train], strata, seed, (1.0 - val_fraction, val_fraction, 0.0), groups)
         out["val"] = np.sort(train[parts["val"]])
         out["train"] = np.sort(train[np.concatenate([parts["train"], parts["test"]])])
     return out
@@ -238,8 +212,9 @@ def manifest_table(spec: ManifestSpec, base: Path, options: CsvManifestOptions,
     csv_path = base / spec.manifest
     frame = read_table_file(csv_path, dataset, "the manifest CSV named by 'manifest'")
     source = str(csv_path)
-    needed = [spec.id_column, *spec.label_columns, *spec.views.values(), *spec.categorical, *spec.numeric,
-              *(c for c in (spec.split_column, spec.fold_column) if c)]
+    needed = [spec.id_column, *spec.label_columns, *(c for cols in view_columns(spec).values() for c in cols),
+              *spec.categorical, *spec.numeric,
+              *(c for c in (spec.split_column, spec.fold_column, spec.group_column) if c)]
     for col in needed:
         if col not in frame.columns:
             raise DatasetLayoutError(f"dataset '{dataset}': {csv_path} has no column '{col}' (columns: "
@@ -252,6 +227,9 @@ def manifest_table(spec: ManifestSpec, base: Path, options: CsvManifestOptions,
     if n == 0:
         raise DatasetLayoutError(f"dataset '{dataset}': {csv_path} has no rows")
     ids = check_ids([str(v).strip() for v in frame[spec.id_column]], dataset, source)
+    na = {str(v).strip().lower() for v in spec.na_values}
+    for col in (*spec.numeric, *spec.categorical) if na else ():  # e.g. UNK / unknown: real missingness
+        frame[col] = ["" if str(v).strip().lower() in na else v for v in frame[col]]
 
     if spec.task == "multilabel":
         labels = np.empty((n, len(spec.label_columns)), np.float32)
@@ -267,7 +245,9 @@ def manifest_table(spec: ManifestSpec, base: Path, options: CsvManifestOptions,
         class_names = tuple(spec.label_columns)
     else:
         col = spec.label_columns[0]
-        labels, class_names = single_labels(list(frame[col]), spec.class_names, spec.task, dataset, source, col)
+        mapped = {str(k): str(v) for k, v in spec.label_map.items()}
+        values = [mapped.get(cat_text(v) or "", v) for v in frame[col]]
+        labels, class_names = single_labels(values, spec.class_names, spec.task, dataset, source, col)
 
     numeric = np.empty((n, len(spec.numeric)), np.float64)
     for j, col in enumerate(spec.numeric):
@@ -317,13 +297,23 @@ def manifest_table(spec: ManifestSpec, base: Path, options: CsvManifestOptions,
             raise ConfigError(f"dataset '{dataset}' options.fold: {options.fold} is not in the folds {known}")
         split = np.where(np.asarray(folds) == options.fold, "test", "train").astype(str)
 
-    image_dir = base / spec.image_root if spec.image_root else base
-    views = tuple(spec.views)
-    images = build_image_source(dataset, views, ids, {v: list(frame[c]) for v, c in spec.views.items()},
-                                CaseInsensitiveFiles(image_dir), options)
+    groups = None
+    if spec.group_column:
+        groups = np.asarray([cat_text(v) or "" for v in frame[spec.group_column]])
+        empty = np.flatnonzero(groups == "")
+        if len(empty):
+            raise DatasetLayoutError(f"dataset '{dataset}': {source} row {empty[0]}: group column "
+                                     f"'{spec.group_column}' is empty (every row needs its patient/lesion)")
+
+    roots = [spec.image_root] if isinstance(spec.image_root, str) else list(spec.image_root)
+    dirs = [base / r if r else base for r in roots]
+    sources = {v: f"column '{c}'" if "{" not in c else f"path template '{c}'" for v, c in spec.views.items()}
+    images = build_image_source(dataset, tuple(spec.views), ids, view_paths(frame, spec),
+                                CaseInsensitiveFiles(dirs[0]) if len(dirs) == 1 else SearchPath(dirs), options,
+                                sources=sources)
     table = SampleTable(ids=ids, labels=labels, numeric=numeric, categorical=categorical, columns=columns,
                         images=images.source, view_available=images.view_available,
-                        tabular_available=tab_available, split=split,
+                        tabular_available=tab_available, split=split, groups=groups,
                         extras={"real_missing": images.counts, "image_shape": images.image_shape})
     return table, class_names
 

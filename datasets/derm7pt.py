@@ -19,6 +19,9 @@ no_management`` drops it (17 dims); report both.  The 7-point criteria are never
 Deviation (documented): CFCML's main run encodes these fields as CLIP text; offline we use its
 one-hot MLP path.  An unseen value encodes as all zeros and is logged as a warning.
 
+Group: none.  Each case is one lesion with its two images, and the release publishes no patient
+identifier, so there is nothing to group by (the official split is used as is).
+
 Tasks: ``nev_mel`` (default, CFCML: NEV=0 vs MEL=1, other diagnoses dropped, binary AUC) and
 ``diag5`` (BCC/NEV/MEL/MISC/SK as the official ``Derm7PtDatasetGroupInfrequent``, macro AUC).
 """
@@ -201,7 +204,8 @@ class Derm7ptDataset(BenchmarkDataset):
         images = build_image_source(
             "derm7pt", self.views, ids,
             {v: [str(p) if str(p).strip() else None for p in meta[v]] for v in self.views},
-            CaseInsensitiveFiles(self.release / "images"), o)
+            CaseInsensitiveFiles(self.release / "images"), o,
+            sources={v: f"meta/meta.csv column '{v}'" for v in self.views})
         extras = {"real_missing": images.counts, "image_shape": images.image_shape}
         return SampleTable(ids=ids, labels=labels, numeric=np.zeros((len(ids), 0)), categorical=categorical,
                            columns=columns, images=images.source, view_available=images.view_available,

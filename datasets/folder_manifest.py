@@ -137,7 +137,8 @@ class FolderManifestDataset(BenchmarkDataset):
         numeric, categorical, columns, tab_available = self._clinical(ids)
         refs = {v: [s[3][v] for s in samples] for v in self.views}
         images = build_image_source(self.registry_name, self.views, ids, refs,
-                                    CaseInsensitiveFiles(self.scan_root), self.options)
+                                    CaseInsensitiveFiles(self.scan_root), self.options,
+                                    sources={v: f"file pattern '{p}'" for v, p in self.options.views.items()})
         counts = {s: int((split == s).sum()) for s in SPLITS}
         log.info("dataset '%s': %s samples per split, %d without a clinical row", self.registry_name, counts,
                  int((~tab_available).sum()))

@@ -20,6 +20,8 @@ keywords are **never** inputs: the labels are derived from them.  ``use_keywords
 per-keyword eye counts as a *leakage demonstration only* (a warning says so).  An eye whose file
 is absent or unreadable, or whose keywords contain ``no fundus image`` / ``anterior segment image``
 (``unusable_keywords``), is a missing view; the image modality is missing only when both eyes are.
+Group: each row is one patient, so the group is the patient (the sample id; ``table.groups``):
+trivially no patient spans two splits, and the split is the per-sample one.
 Layouts A/B have no labelled test set: a seeded, patient-level 70/10/20 split stratified on the
 label powerset (combinations with fewer than ``min_stratum_size`` patients merged into "other") is
 written to ``<splits_dir>/odir_<layout>_seed<k>.csv`` and reused from there afterwards.
@@ -38,7 +40,7 @@ import pandas as pd
 from core.contract import SPLITS, SampleTable, TabularColumn
 from core.errors import ConfigError, DatasetLayoutError
 from datasets import register_dataset
-from datasets.base import BenchmarkDataset, stratified_split
+from datasets.base import BenchmarkDataset, seeded_split
 from datasets.imaging import CaseInsensitiveFiles, RasterImageOptions, build_image_source
 
 log = logging.getLogger(__name__)
@@ -259,7 +261,8 @@ class OdirDataset(BenchmarkDataset):
 
         images = build_image_source(
             "odir", self.views, ids_arr, refs, resolvers, o,
-            unusable={v: np.asarray(unusable[v]) for v in self.views})
+            unusable={v: np.asarray(unusable[v]) for v in self.views},
+            sources={"left": "column 'Left-Fundus'", "right": "column 'Right-Fundus'"})
         split_arr = np.asarray(splits, dtype=object)
         split_out = split_arr.astype(str) if self.layout == "C" else None
         extras = {"real_missing": images.counts, "image_shape": images.image_shape, "layout": self.layout}
@@ -268,7 +271,7 @@ class OdirDataset(BenchmarkDataset):
         return SampleTable(ids=ids_arr, labels=np.asarray(labels, dtype=np.float32), numeric=numeric,
                            categorical=categorical, columns=tuple(columns), images=images.source,
                            view_available=images.view_available, tabular_available=tab_available,
-                           split=split_out, extras=extras)
+                           split=split_out, extras=extras, groups=ids_arr)
 
     def _source_name(self, split: str | None) -> str:
         if self.layout == "A":
@@ -320,7 +323,7 @@ class OdirDataset(BenchmarkDataset):
             path = Path(self.options.splits_dir) / f"odir_{self.layout}_seed{seed}.csv"
             if path.is_file():
                 return self._read_split_file(path, table)
-        parts = stratified_split(table.ids, self.powerset_strata(table.labels), seed, self.split_fractions)
+        parts = seeded_split(table.ids, self.powerset_strata(table.labels), seed, self.split_fractions, table.groups)
         if path is not None:
             assigned = np.empty(len(table.ids), dtype=object)
             for s, rows in parts.items():

@@ -1,6 +1,7 @@
 """From a dataset's raw table to the masked, normalised splits of one (missing spec, seed).
 
 * tabular statistics are fitted on the *observed* training rows only;
+* no group (patient, lesion) of ``table.groups`` is in two splits, whichever way the dataset split;
 * masks are drawn per split from the id-keyed stream (``core.masks``) and persisted with their hash;
 * a sample that has lost both modalities is removed from training and scored with the training
   prior at test time (by the harness, not the method).
@@ -17,12 +18,14 @@ from core.contract import DatasetInfo, SampleTable
 from core.errors import DatasetLayoutError
 from core.masks import IMAGE, TABULAR, MissingSpec, drop_mask, mask_sha256, persist_mask, stratum_labels
 from core.tabular import TabularPreprocessor
+from datasets.splitting import check_group_split
 
 
 def prepare_data(dataset: Any, table: SampleTable, spec: MissingSpec, seed: int,
                  mask_dir: Path | None = None) -> PreparedData:
     """Split, mask, fit normalisation on observed train rows, encode tabular features."""
     split_rows = dataset.split_indices(table, seed)
+    check_group_split(dataset.registry_name, table.groups, split_rows)  # also for splits a dataset overrides
     strata = stratum_labels(table.labels, dataset.task)
     real = np.stack([table.view_available.any(axis=1), table.tabular_available], axis=1)
     present: dict[str, np.ndarray] = {}

@@ -519,3 +519,72 @@ def test_per_feature_tokens_follow_the_formula():
                           for j, (a, b) in enumerate(slices)], dim=1)
     torch.testing.assert_close(captured["tokens"], torch.relu(tt.shared(manual)))
     assert captured["tokens"].shape == (3, 4, 16)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue #20: the re-associated coarse stage computes what the explicit one computes
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("views,options", [(("image",), {}), (("clinic", "derm"), {"tab_tokens": "per_feature"}),
+                                           (("image",), {"stages": "last"}), (("clinic", "derm"), {"heads": 4})])
+def test_fast_coarse_stage_equals_explicit_modules(views, options):
+    """Features of present pairs, logits and every parameter gradient of the training loss agree
+    between the fast path and the explicit (nn.MultiheadAttention, Conv1d merge) path, on a batch
+    with absent images, absent records, a really absent view and rows without any visible key."""
+    info = _info(views=views, k=3)
+    model = _model(info, **options)
+    _randomise_attention_biases(model)
+    present = _mixed_present(12)
+    present[3] = torch.tensor([False, True])        # tabular only: no key for its query
+    view_present = None
+    if len(views) == 2:
+        view_present = torch.ones(12, 2, dtype=torch.bool)
+        view_present[2::4, 1] = False
+    batch = _batch(info, present=present, view_present=view_present)
+    model.train()
+    results = {}
+    for explicit in (False, True):
+        model.zero_grad()
+        torch.manual_seed(3)                        # same dropout draws
+        out = model.forward_features(batch, intermediates=explicit)
+        loss = model.losses(out, batch.labels)
+        loss["loss"].backward()
+        results[explicit] = (out, {k: v.detach() for k, v in loss.items()},
+                             {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    (fast, fast_loss, fast_grad), (ref, ref_loss, ref_grad) = results[False], results[True]
+    pairs = fast["present"]
+    torch.testing.assert_close(fast["features"][pairs], ref["features"][pairs], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast["logits"], ref["logits"], rtol=1e-4, atol=1e-5)
+    for name in ref_loss:
+        torch.testing.assert_close(fast_loss[name], ref_loss[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert set(fast_grad) == set(ref_grad)
+    for name, grad in ref_grad.items():
+        torch.testing.assert_close(fast_grad[name], grad, rtol=1e-3, atol=1e-6, msg=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue #21: a training batch with exactly one image
+# ---------------------------------------------------------------------------------------------
+def test_single_image_in_a_training_batch_uses_batchnorm_running_statistics():
+    """One present image cannot give BatchNorm batch statistics; like every other method's encoder
+    (core.encoders.encode_present) the backbone then uses its running statistics for that call."""
+    model = _model()
+    model.train()
+    present = torch.ones(8, 2, dtype=torch.bool)
+    present[1:, 0] = False                          # only sample 0 has an image
+    batch = _batch(_info(), b=8, present=present)
+    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    before = [m.running_mean.clone() for m in norms]
+    out = model.training_step(batch, Stage())        # raised "Expected more than 1 value per channel"
+    assert all(torch.isfinite(v) for v in out.values())
+    out["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert all(m.training for m in norms)             # back in training mode afterwards
+    assert all(torch.equal(m.running_mean, b) for m, b in zip(norms, before))   # not updated
+    inputs = model._stage_inputs(batch, model.modality_presence(batch))
+    model.backbone.eval()
+    with torch.no_grad():
+        maps = model.backbone(batch.images["image"][:1])
+    for g, fmap in enumerate(maps):
+        expected = fmap.permute(0, 2, 3, 1).reshape(1, model.stage_tokens[g], model.stage_channels[g])
+        torch.testing.assert_close(inputs[g][0, 0], expected[0])
+        assert torch.equal(inputs[g][1:], torch.zeros_like(inputs[g][1:]))

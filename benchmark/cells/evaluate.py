@@ -25,6 +25,29 @@ def scenario_presence(split: SplitData, scenario: str) -> np.ndarray:
     return out
 
 
+def oracle_predictions(oracle: Any, data: PreparedData) -> dict[str, np.ndarray]:
+    """The oracle's test predictions per scenario, in the layout methods log (``predictions.npz``),
+    so the Bayes row's interval includes test-sample noise like every other row's."""
+    test = data.splits["test"]
+    out: dict[str, np.ndarray] = {"ids": test.ids.astype(str), "labels": test.labels}
+    for scenario in EVAL_SCENARIOS:
+        out[f"probs_{scenario}"] = oracle.scores(test.table, test.rows, scenario_presence(test, scenario)).astype(np.float32)
+    out["present_mask"] = test.present
+    return out
+
+
+def leak_check(metrics: dict[str, float], reference: dict[str, float], bound_se: float = 3.0) -> str:
+    """"" or why the run looks leaky: a test AUC above the Bayes oracle's AUC on the very same test
+    set and masks by more than ``bound_se`` of the oracle's DeLong standard errors, which no model
+    that never saw the test split can reach except by a (3-sigma) fluke."""
+    auc, bayes, se = metrics.get("test_auc"), reference.get("test_auc"), reference.get("test_auc_se")
+    if auc is None or bayes is None or se is None or not np.isfinite([auc, bayes, se]).all():
+        return ""
+    if auc > bayes + bound_se * se:
+        return f"test AUC {auc:.4f} > Bayes {bayes:.4f} + {bound_se:g} x SE {se:.4f} on the same test set"
+    return ""
+
+
 def oracle_reference(oracle: Any, data: PreparedData, missing: MissingSpec) -> dict[str, float]:
     """Bayes AUC of the actual test set (per scenario) with its DeLong SE, and the population value."""
     test = data.splits["test"]

@@ -8,7 +8,6 @@ masks (their SHA-256 is logged with every run).  It is picklable, so Ray can shi
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -19,10 +18,12 @@ import mlflow
 import numpy as np
 import torch
 
-from benchmark.cells.evaluate import evaluate_method, oracle_reference
+from benchmark.cells.evaluate import evaluate_method, leak_check, oracle_predictions, oracle_reference
+from benchmark.cells.faults import after_epoch, before_artifact, with_faults
 from benchmark.config.schema import DatasetSection
 from benchmark.grid.spec import RunSpec
-from benchmark.tracking.store import KEY_TAG, Tracker
+from benchmark.tracking.runs import tracked_run
+from benchmark.tracking.store import KEY_TAG, LEAK_TAG, StorageError, Tracker, storage_error
 from benchmark.training.device import machine_description, resolve_device, seed_everything
 from benchmark.training.loop import train_method
 from core.batch import PreparedData
@@ -48,18 +49,23 @@ class CellRunner:
         state["cache"] = {}
         return state
 
-    def loaded(self) -> tuple[Any, Any, Any]:
-        """(dataset, table, oracle), loaded once per process."""
+    def loaded(self, seed: int = 0) -> tuple[Any, Any, Any]:
+        """(dataset, table of the run seed, oracle): loaded once per process, and the table once per
+        seed only for datasets whose data follow the run seed (one table in memory at a time)."""
         if "dataset" not in self.cache:
             dataset = create_dataset(self.dataset.name, self.dataset.root, **self.dataset.options)
-            self.cache.update(dataset=dataset, table=dataset.load_table(), oracle=dataset.oracle())
-        return self.cache["dataset"], self.cache["table"], self.cache["oracle"]
+            self.cache.update(dataset=dataset, oracle=dataset.oracle())
+        dataset = self.cache["dataset"]
+        table_key = int(seed) if dataset.seed_dependent_table else None
+        if "table" not in self.cache or self.cache.get("table_key") != table_key:
+            self.cache.update(table=dataset.table_for_seed(int(seed)), table_key=table_key)
+        return dataset, self.cache["table"], self.cache["oracle"]
 
     def prepared(self, spec: RunSpec) -> tuple[PreparedData, dict[str, float]]:
         """Data of the spec's (missing spec, seed) group and the Bayes reference on its test split."""
         group = (spec.missing, spec.seed)
         if self.cache.get("group") != group:  # one group in memory at a time
-            dataset, table, oracle = self.loaded()
+            dataset, table, oracle = self.loaded(spec.seed)
             data = dataset.prepare(table, spec.missing, spec.seed, Path(self.results_dir) / "masks")
             reference = oracle_reference(oracle, data, spec.missing) if oracle is not None else {}
             self.cache.update(group=group, data=data, reference=reference)
@@ -73,9 +79,15 @@ class CellRunner:
         tracker = Tracker(self.tracking_uri, Path(self.results_dir))
         if not tracker.claim(self.experiment_id, spec.key()):
             return "skipped"
-        data, reference = self.prepared(spec)
-        oracle = self.loaded()[2] if spec.is_reference else None
-        run_cell(spec, data, reference, self.parent_run_id, self.experiment_id, progress, oracle)
+        try:
+            data, reference = self.prepared(spec)
+            oracle = self.cache["oracle"] if spec.is_reference else None
+            run_cell(spec, data, reference, self.parent_run_id, self.experiment_id, progress, oracle)
+        except OSError as exc:  # the results directory cannot be written: one clear, fatal error
+            error = storage_error(exc, [Path(self.results_dir)])
+            if error is None:
+                raise
+            raise error from exc
         return "done"
 
 
@@ -85,13 +97,16 @@ def run_tags(spec: RunSpec, parent_id: str) -> dict[str, str]:
             "row_kind": "reference" if spec.is_reference else "method", "mlflow.parentRunId": parent_id,
             "machine": machine_description(spec.training.device), "tuned": "true" if spec.tuned else "false"}
     tags.update({k: str(v) for k, v in (spec.tuned or {}).items()})
+    # What the run computed with (the leaderboard keeps one code/data fingerprint per row).
+    tags.update({f"{k}_fingerprint": v for k, v in (spec.fingerprint or {}).items() if v})
     return tags
 
 
 def run_cell(spec: RunSpec, data: PreparedData, reference: dict[str, float], parent_id: str, exp_id: str,
              progress: Any = None, oracle: Any = None) -> None:
     """Train and evaluate one cell (or log the oracle reference) as a child MLflow run."""
-    with mlflow.start_run(experiment_id=exp_id, run_name=spec.label(), nested=True, tags=run_tags(spec, parent_id)):
+    # FINISHED only once the body (artifacts included) completed; else FAILED / KILLED with the reason.
+    with tracked_run(exp_id, spec.label(), run_tags(spec, parent_id), nested=True):
         params = spec.params()
         if spec.options is not None:
             params.update({f"option.{k}": v for k, v in to_mapping(spec.options).items()})
@@ -99,9 +114,10 @@ def run_cell(spec: RunSpec, data: PreparedData, reference: dict[str, float], par
         mlflow.set_tags({f"mask_sha256_{s}": h for s, h in data.mask_hashes.items()})
         mlflow.log_metrics({f"count_{k}": float(v) for k, v in data.counts.items()})
         for path in data.mask_files.values():
-            mlflow.log_artifact(str(path), artifact_path="masks")
+            log_artifact(spec.key(), Path(path), artifact_path="masks")
         if oracle is not None:
             mlflow.log_metrics({k: float(v) for k, v in reference.items()})
+            log_files(spec.key(), {"predictions.npz": oracle_predictions(oracle, data)})
             return
         train_and_log(spec, data, reference, progress)
 
@@ -109,25 +125,22 @@ def run_cell(spec: RunSpec, data: PreparedData, reference: dict[str, float], par
 def train_and_log(spec: RunSpec, data: PreparedData, reference: dict[str, float], progress: Any) -> None:
     """The method part of a cell, inside its MLflow run: train, evaluate, log metrics and artifacts."""
     seed_everything(spec.seed)
-    method = create_method(spec.method, data.info, spec.encoders, options=spec.options)
+    method = with_faults(create_method(spec.method, data.info, spec.encoders, options=spec.options), spec.key())
     epoch_task = progress.add_task(f"  epochs {spec.method}", total=spec.training.epochs) if progress else None
-    fail_once = os.environ.get("MEDFUSION_FAIL_ONCE") == spec.key()  # failure injection (tests)
 
     def on_epoch(epoch: int, record: dict[str, float]) -> None:
         mlflow.log_metrics({k: float(v) for k, v in record.items() if np.isfinite(v)}, step=epoch)
         if progress is not None:
             progress.advance(epoch_task)
-        if fail_once:
-            marker = Path(os.environ.get("MEDFUSION_FAIL_DIR", tempfile.gettempdir())) / f"failed-{spec.key()}"
-            if not marker.exists():
-                marker.touch()
-                os._exit(1)  # die mid-run, as a crashed worker would
+        after_epoch(spec.key())  # failure injection (tests): nothing unless MEDFUSION_FAULT/_FAIL_ONCE
 
     t0 = time.time()
-    result = train_method(method, data, spec.training, spec.seed, on_epoch)
+    try:
+        result = train_method(method, data, spec.training, spec.seed, on_epoch)
+    finally:
+        if progress is not None:
+            progress.remove_task(epoch_task)
     train_seconds = time.time() - t0
-    if progress is not None:
-        progress.remove_task(epoch_task)
     metrics: dict[str, float] = {"train_seconds": train_seconds, "best_epoch": float(result.best_epoch),
                                  "best_val": result.best_val}
     metrics.update({f"best_epoch_{name}": float(e) for name, e in result.group_best_epochs.items()})
@@ -138,9 +151,41 @@ def train_and_log(spec: RunSpec, data: PreparedData, reference: dict[str, float]
     metrics["eval_seconds"] = time.time() - t1
     metrics.update({f"bayes_{k}": v for k, v in reference.items()})  # the Bayes reference on this test set
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+    leak = leak_check(test_metrics, reference)
+    if leak:  # marked in every leaderboard and printed at the end of the grid
+        mlflow.set_tags({LEAK_TAG: "true", f"{LEAK_TAG}_reason": leak})
+    log_files(spec.key(), {"predictions.npz": predictions, "model_state_dict.pt": method.state_dict(),
+                           "history.json": result.history})
+
+
+def log_files(key: str, files: dict[str, Any]) -> None:
+    """Write each object (``.npz``: arrays, ``.pt``: a state dict, ``.json``: JSON) to a temporary
+    file and log it; every artifact is logged before the run may end FINISHED (``tracked_run``)."""
     with tempfile.TemporaryDirectory() as tmp:
-        np.savez_compressed(Path(tmp) / "predictions.npz", **predictions)
-        mlflow.log_artifact(str(Path(tmp) / "predictions.npz"))
-        torch.save(method.state_dict(), Path(tmp) / "model_state_dict.pt")
-        mlflow.log_artifact(str(Path(tmp) / "model_state_dict.pt"))
-    mlflow.log_text(json.dumps(result.history, indent=1), "history.json")
+        paths = []
+        try:
+            for name, value in files.items():
+                path = Path(tmp) / name
+                if name.endswith(".npz"):
+                    np.savez_compressed(path, **value)
+                elif name.endswith(".pt"):
+                    torch.save(value, path)
+                else:
+                    path.write_text(json.dumps(value, indent=1))
+                paths.append(path)
+        except OSError as exc:
+            raise StorageError(f"cannot write the cell's artifacts to the temporary folder {tmp}: "
+                               f"{exc.strerror or exc}") from exc
+        for path in paths:
+            log_artifact(key, path)
+
+
+def log_artifact(key: str, path: Path, artifact_path: str | None = None) -> None:
+    """``mlflow.log_artifact``, or one :class:`StorageError` naming where the file should have gone."""
+    uri = mlflow.get_artifact_uri(artifact_path)
+    destination = f"{uri[len('file://'):] if uri.startswith('file://') else uri}/{path.name}"
+    try:
+        before_artifact(key, path.name, destination)
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+    except OSError as exc:
+        raise StorageError(f"cannot write the artifact {exc.filename or destination}: {exc.strerror or exc}") from exc

@@ -7,7 +7,8 @@ dataset without one), so the checks cover a new dataset the moment it is registe
   availability flags, an image for some row or a declared shape);
 * masks are exact in total, never drop both modalities, are nested across rates and identical
   for every call (so every method of a cell sees the same masks);
-* late fusion trains one epoch through the shared loop and predicts finite probabilities.
+* late fusion trains one epoch through the shared loop and predicts finite probabilities;
+* a table with groups (patient, lesion) never has one group in two splits, for several seeds.
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmark.checks.fixtures import (build_csv_manifest, build_derm7pt, build_men, build_odir_a, build_odir_b,
-                                       build_odir_c)
+from benchmark.checks.fixtures import (build_csv_manifest, build_derm7pt, build_ham10000, build_men, build_odir_a,
+                                       build_odir_b, build_odir_c, build_pad_ufes20)
 from benchmark.checks.methods import TINY_SYNTHETIC, tiny_encoders
 from benchmark.config.schema import TrainingConfig
 from benchmark.training.device import seed_everything
@@ -64,13 +65,25 @@ def fixture_csv_manifest(tmp: Path) -> dict[str, BenchmarkDataset]:
                                              **SMALL_IMAGES)}
 
 
+def fixture_ham10000(tmp: Path) -> dict[str, BenchmarkDataset]:
+    return {f"ham10000-{layout}": create_dataset("ham10000", str(build_ham10000(tmp / layout, layout)), **SMALL_IMAGES)
+            for layout in ("dataverse", "isic2018")}
+
+
+def fixture_pad_ufes20(tmp: Path) -> dict[str, BenchmarkDataset]:
+    return {"pad_ufes20": create_dataset("pad_ufes20", str(build_pad_ufes20(tmp / "pad")), **SMALL_IMAGES),
+            "pad_ufes20-cancer-flat": create_dataset("pad_ufes20", str(build_pad_ufes20(tmp / "pad-flat", "flat")),
+                                                     task="cancer", **SMALL_IMAGES)}
+
+
 def fixture_synthetic(tmp: Path) -> dict[str, BenchmarkDataset]:
     return {"synthetic": create_dataset("synthetic", **{**TINY_SYNTHETIC, "cache_dir": str(tmp / "cache")})}
 
 
 DATASET_FIXTURES: dict[str, Fixture] = {
     "derm7pt": fixture_derm7pt, "odir": fixture_odir, "men": fixture_men, "folder_manifest": fixture_folder_manifest,
-    "csv_manifest": fixture_csv_manifest, "synthetic": fixture_synthetic}
+    "csv_manifest": fixture_csv_manifest, "synthetic": fixture_synthetic, "ham10000": fixture_ham10000,
+    "pad_ufes20": fixture_pad_ufes20}
 
 
 def check_table_contract(label: str, ds: BenchmarkDataset, tmp: Path) -> None:
@@ -120,7 +133,23 @@ def check_trains_one_epoch(label: str, ds: BenchmarkDataset, tmp: Path) -> None:
     assert probs.shape == (len(test), data.info.num_classes) and np.isfinite(probs).all(), label
 
 
-DATASET_CHECKS = (check_table_contract, check_masks_exact_nested_and_shared, check_trains_one_epoch)
+def check_groups_never_span_splits(label: str, ds: BenchmarkDataset, tmp: Path) -> None:
+    """With groups (patient, lesion), every split of several seeds keeps each group in one split."""
+    table = ds.load_table()
+    if table.groups is None:
+        return
+    for seed in range(4):
+        parts = ds.split_indices(table, seed=seed)
+        owner = {}
+        for split, rows in parts.items():
+            for group in set(table.groups[rows].tolist()):
+                assert owner.setdefault(group, split) == split, (
+                    f"{label}: seed {seed} puts group {group!r} in '{owner[group]}' and '{split}'")
+        assert len(parts["train"]) and len(parts["test"]), f"{label}: seed {seed} leaves train or test empty"
+
+
+DATASET_CHECKS = (check_table_contract, check_masks_exact_nested_and_shared, check_trains_one_epoch,
+                  check_groups_never_span_splits)
 
 
 def check_dataset(name: str, tmp: Path) -> None:

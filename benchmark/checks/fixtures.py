@@ -219,3 +219,103 @@ def build_csv_manifest(base: Path, multilabel: bool = False) -> Path:
 
     (root / "manifest.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return root
+
+
+# ------------------------------------------------------------------------------------------------
+# HAM10000 and PAD-UFES-20 (as downloaded)
+# ------------------------------------------------------------------------------------------------
+HAM_HEADER = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization", "dataset"]
+HAM_DX = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+HAM_SITES = ("back", "lower extremity", "trunk", "upper extremity", "abdomen", "face", "chest", "scalp")
+HAM_IMAGE_DIRS = {"dataverse": ("HAM10000_images_part_1", "HAM10000_images_part_2"), "single": ("images",),
+                  "isic2018": ("ISIC2018_Task3_Training_Input",)}
+
+
+def ham10000_rows() -> list[dict[str, str]]:
+    """42 images of 21 lesions: 3 lesions per dx with 1, 2 and 3 images; some age empty, some sex or
+    localization 'unknown' (real missingness)."""
+    rows, idx = [], 0
+    for k, dx in enumerate(HAM_DX):
+        for j in range(3):
+            lesion = f"HAM_{k * 3 + j:07d}"
+            for _ in range(1 + (k + j) % 3):
+                rows.append({"lesion_id": lesion, "image_id": f"ISIC_{24306 + idx:07d}", "dx": dx,
+                             "dx_type": ("histo", "follow_up", "consensus", "confocal")[(k + idx) % 4],
+                             "age": "" if idx % 9 == 4 else f"{20 + 5 * (idx % 13)}.0",
+                             "sex": "unknown" if idx % 11 == 3 else ("male", "female")[idx % 2],
+                             "localization": "unknown" if idx % 10 == 7 else HAM_SITES[idx % len(HAM_SITES)],
+                             "dataset": ("vidir_modern", "rosendahl", "vienna_dias", "vidir_molemax")[k % 4]})
+                idx += 1
+    return rows
+
+
+def build_ham10000(base: Path, layout: str = "dataverse", dataset_column: bool = True) -> Path:
+    """The metadata CSV + images as downloaded: ``dataverse`` = HAM10000_images_part_1/ and _2/
+    (alternating), ``single`` = one images/ folder, ``isic2018`` = ISIC2018_Task3_Training_Input/
+    (+ the one-hot ground truth)."""
+    root = base / f"ham10000_{layout}"
+    root.mkdir(parents=True)
+    rows = ham10000_rows()
+    folders = HAM_IMAGE_DIRS[layout]
+    for i, row in enumerate(rows):
+        write_image(root / folders[i % len(folders)] / f"{row['image_id']}.jpg", seed=2000 + i)
+    header = HAM_HEADER if dataset_column else HAM_HEADER[:-1]
+    pd.DataFrame(rows, columns=header).to_csv(root / "HAM10000_metadata.csv", index=False)
+    if layout == "isic2018":
+        truth = root / "ISIC2018_Task3_Training_GroundTruth"
+        truth.mkdir()
+        onehot = [{"image": r["image_id"], **{d.upper(): float(d == r["dx"]) for d in HAM_DX}} for r in rows]
+        pd.DataFrame(onehot).to_csv(truth / "ISIC2018_Task3_Training_GroundTruth.csv", index=False)
+    return root
+
+
+PAD_HEADER = ["patient_id", "lesion_id", "smoke", "drink", "background_father", "background_mother", "age",
+              "pesticide", "gender", "skin_cancer_history", "cancer_history", "has_piped_water",
+              "has_sewage_system", "fitspatrick", "region", "diameter_1", "diameter_2", "diagnostic", "itch", "grew",
+              "hurt", "changed", "bleed", "elevation", "img_id", "biopsed"]
+PAD_DIAGNOSES = ("ACK", "BCC", "MEL", "NEV", "SCC", "SEK")
+PAD_QUESTIONNAIRE = ("smoke", "drink", "background_father", "background_mother", "pesticide", "skin_cancer_history",
+                     "cancer_history", "has_piped_water", "has_sewage_system", "fitspatrick", "diameter_1",
+                     "diameter_2")
+
+
+def pad_ufes20_rows() -> list[dict[str, str]]:
+    """40 images of 27 lesions of 18 patients (1-2 lesions each, 1-2 images per lesion).  Every third
+    patient has no questionnaire (empty cells, as in the release); some symptoms are 'UNK'."""
+    rows, lesion_no, idx = [], 100, 0
+    tf = ("False", "True")
+    for p in range(18):
+        for j in range(1 + p % 2):
+            diagnosis = PAD_DIAGNOSES[(p + j) % 6]
+            lesion_no += 1
+            for _ in range(1 + (p + j) % 2):
+                row = {"patient_id": f"PAT_{p + 1}", "lesion_id": str(lesion_no), "smoke": tf[p % 2],
+                       "drink": tf[(p + 1) % 2], "background_father": ("POMERANIA", "GERMANY", "ITALY")[p % 3],
+                       "background_mother": ("BRAZIL", "ITALY")[p % 2], "age": str(30 + 2 * p),
+                       "pesticide": tf[p % 3 == 0], "gender": ("FEMALE", "MALE")[p % 2],
+                       "skin_cancer_history": tf[p % 4 == 1], "cancer_history": tf[p % 5 == 2],
+                       "has_piped_water": "True", "has_sewage_system": tf[p % 2], "fitspatrick": f"{1 + p % 4}.0",
+                       "region": ("FACE", "ARM", "BACK", "NECK", "CHEST", "HAND")[(p + j) % 6],
+                       "diameter_1": f"{5 + p % 7}.0", "diameter_2": f"{3 + p % 5}.0", "diagnostic": diagnosis,
+                       "itch": ("False", "True", "UNK")[idx % 3], "grew": ("True", "UNK", "False")[idx % 3],
+                       "hurt": tf[idx % 2], "changed": ("UNK", "False")[idx % 2], "bleed": tf[(idx + 1) % 2],
+                       "elevation": tf[idx % 2], "img_id": f"PAT_{p + 1}_{lesion_no}_{100 + idx}.png",
+                       "biopsed": "True" if diagnosis in ("BCC", "MEL", "SCC") else tf[idx % 3 == 0]}
+                if p % 3 == 2:
+                    row.update(dict.fromkeys(PAD_QUESTIONNAIRE, ""))
+                rows.append(row)
+                idx += 1
+    return rows
+
+
+def build_pad_ufes20(base: Path, layout: str = "mendeley") -> Path:
+    """metadata.csv + images as downloaded: ``mendeley`` = images/imgs_part_{1,2,3}/ (round robin),
+    ``flat`` = every image in images/."""
+    root = base / f"pad_ufes20_{layout}"
+    root.mkdir(parents=True)
+    rows = pad_ufes20_rows()
+    for i, row in enumerate(rows):
+        folder = root / "images" / (f"imgs_part_{1 + i % 3}" if layout == "mendeley" else "")
+        write_image(folder / row["img_id"], seed=3000 + i)
+    pd.DataFrame(rows, columns=PAD_HEADER).to_csv(root / "metadata.csv", index=False)
+    return root

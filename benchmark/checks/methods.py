@@ -10,6 +10,7 @@ Each check builds the method from the registry, so the class only needs ``@regis
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 from typing import Callable
 
@@ -106,6 +107,22 @@ def check_mixed_batch_finite_loss_and_gradients(name: str, data: PreparedData, e
             assert all(torch.isfinite(g).all() for g in grads), f"{name}: non-finite gradient"
 
 
+def check_single_image_batch(name: str, data: PreparedData, encoders: EncoderConfig) -> None:
+    """A training batch where exactly one sample has an image (high missing rates, small batches):
+    BatchNorm cannot use batch statistics of one sample, and no method may crash on it."""
+    method = build(name, data, encoders)
+    n = 8
+    present = np.ones((n, 2), bool)
+    present[1:, 0] = False
+    batch = data.splits["train"].batch(np.arange(n), present=present)
+    method.train()
+    for stage in method.stages(2):
+        loss = method.training_step(batch, stage)["loss"]
+        assert torch.isfinite(loss), f"{name}: non-finite loss on a batch with one image"
+        if loss.requires_grad:
+            loss.backward()
+
+
 def check_probabilities_are_valid(name: str, data: PreparedData, encoders: EncoderConfig) -> None:
     method = build(name, data, encoders)
     batch = mixed_batch(data)
@@ -180,10 +197,52 @@ def check_trains_through_the_shared_loop(name: str, data: PreparedData, encoders
     assert np.isfinite(probs).all(), f"{name}: non-finite test probabilities"
 
 
+class NoiseImages:
+    """An image source of pure noise, for the poisoned copy of a test split."""
+
+    def __init__(self, shape: tuple[int, ...], seed: int = 0) -> None:
+        self.shape = shape
+        self.rng = np.random.default_rng(seed)
+
+    def load(self, rows: np.ndarray, view: str, train: bool) -> np.ndarray:
+        return self.rng.normal(0.0, 3.0, size=(len(rows), *self.shape)).astype(np.float32)
+
+
+def poisoned(data: PreparedData) -> PreparedData:
+    """``data`` with its test split's labels flipped and its images and records replaced by noise."""
+    test = data.splits["test"]
+    labels = 1 - test.labels if test.labels.ndim == 2 else (test.labels + 1) % data.info.num_classes
+    rng = np.random.default_rng(1)
+    table = dataclasses.replace(test.table, images=NoiseImages(test.image_shape))
+    bad = dataclasses.replace(test, labels=labels, tabular=rng.normal(0, 3, test.tabular.shape).astype(np.float32),
+                              table=table)
+    return dataclasses.replace(data, splits={**data.splits, "test": bad})
+
+
+def check_test_split_never_reaches_training(name: str, data: PreparedData, encoders: EncoderConfig) -> None:
+    """Train twice from one seed, once with the test split poisoned (labels flipped, images and
+    records replaced by noise): the trained state and the validation predictions must be identical,
+    or something in the method or the loop reads the test split."""
+    runs = []
+    for prepared in (data, poisoned(data)):
+        method = build(name, prepared, encoders, seed=5)
+        train_method(method, prepared, TrainingConfig(epochs=2, batch_size=32), seed=5)
+        val = predict(method, prepared.splits["val"], prepared.train_prior, torch.device("cpu"), 64)
+        runs.append((method.state_dict(), val))
+    (state_a, val_a), (state_b, val_b) = runs
+    assert state_a.keys() == state_b.keys(), f"{name}: the state differs in its keys"
+    for key in state_a:
+        a, b = state_a[key], state_b[key]
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a, b), f"{name}: {key} differs when the test split is poisoned (test data reached training)"
+    np.testing.assert_array_equal(val_a, val_b, err_msg=f"{name}: validation predictions depend on the test split")
+
+
 METHOD_CHECKS: tuple[MethodCheck, ...] = (
-    check_mixed_batch_finite_loss_and_gradients, check_probabilities_are_valid,
+    check_mixed_batch_finite_loss_and_gradients, check_single_image_batch, check_probabilities_are_valid,
     check_no_peeking_at_absent_modalities, check_eval_is_independent_of_batch_composition,
-    check_deterministic_under_seed, check_state_dict_round_trip, check_trains_through_the_shared_loop)
+    check_deterministic_under_seed, check_state_dict_round_trip, check_trains_through_the_shared_loop,
+    check_test_split_never_reaches_training)
 
 
 def check_method(name: str, data: PreparedData | None = None, encoders: EncoderConfig | None = None) -> None:

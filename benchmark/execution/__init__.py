@@ -3,5 +3,8 @@ from __future__ import annotations
 
 from benchmark.execution.driver import GridOutcome, run_grid
 from benchmark.execution.executors import Executor, LocalExecutor, RayExecutor
+from benchmark.execution.interrupts import deferred, exit_status, handle_interrupts
+from benchmark.execution.publish import publish_leaderboards
 
-__all__ = ["Executor", "GridOutcome", "LocalExecutor", "RayExecutor", "run_grid"]
+__all__ = ["Executor", "GridOutcome", "LocalExecutor", "RayExecutor", "deferred", "exit_status", "handle_interrupts",
+           "publish_leaderboards", "run_grid"]

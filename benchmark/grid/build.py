@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from benchmark.config.schema import BenchmarkConfig, TrainingConfig
+from benchmark.grid.fingerprint import run_fingerprint
 from benchmark.grid.spec import ORACLE_METHOD, RunSpec
 from core.masks import MissingSpec
 
@@ -15,7 +16,7 @@ def cell_spec(cfg: BenchmarkConfig, method: str, missing: MissingSpec, seed: int
     return RunSpec(method=method, dataset=cfg.dataset, missing=missing, seed=int(seed),
                    training=training or cfg.training, encoders=cfg.encoders,
                    options=None if reference else (options if options is not None else cfg.options_for(method)),
-                   tuned=tuned)
+                   tuned=tuned, fingerprint=run_fingerprint(None if reference else method, cfg.dataset, cfg.encoders))
 
 
 def build_grid(cfg: BenchmarkConfig, with_oracle: bool) -> list[RunSpec]:

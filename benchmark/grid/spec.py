@@ -4,7 +4,8 @@
 run: every other fingerprint derives from it — the resume key (:meth:`RunSpec.key`, MLflow tag
 ``runspec_key``), the config hash that groups a leaderboard row (:meth:`RunSpec.config_hash`:
 the identity without the grid coordinates), the tuning study fingerprint and the tuned-file
-check (``benchmark.tuning``: the identity without the seed, the rate or the tuned keys).  The
+check (``benchmark.tuning``: the identity without the seed, or without the grid coordinates,
+the fingerprints and the tuned keys).  The
 cell runner reads everything it needs from the RunSpec (budget, options, missing spec), so a
 tuned run cannot train under settings its key does not describe.
 """
@@ -68,6 +69,7 @@ class RunSpec:
     encoders: EncoderConfig
     options: Any = None              # the method's validated Options instance (None for the oracle)
     tuned: Mapping[str, Any] | None = None  # provenance of --tuned parameters (trials, file, ...)
+    fingerprint: Mapping[str, str] | None = None  # code, data, weights (benchmark.grid.fingerprint)
 
     @property
     def is_reference(self) -> bool:
@@ -75,8 +77,9 @@ class RunSpec:
 
     def identity(self) -> dict[str, Any]:
         """What makes this run this run: method, resolved options, dataset, missing spec, seed,
-        budget, encoders, and whether the options came from tuning.  Nothing else may change a
-        result, so nothing else is in it (the device and thread count are not)."""
+        budget, encoders, whether the options came from tuning, and the fingerprints of the code,
+        data and weights it computes with.  Nothing else may change a result, so nothing else is
+        in it (the device, the thread count and the data root's path are not)."""
         training = {k: v for k, v in to_mapping(self.training).items() if k not in NON_IDENTITY_TRAINING}
         dataset = to_mapping(self.dataset)
         dataset.pop("root", None)
@@ -87,15 +90,17 @@ class RunSpec:
                 "seed": int(self.seed),
                 "training": {} if self.is_reference else training,
                 "encoders": {} if self.is_reference else to_mapping(self.encoders),
-                "tuned": bool(self.tuned)}
+                "tuned": bool(self.tuned),
+                "fingerprint": dict(self.fingerprint or {})}
 
     def key(self) -> str:
         """Deterministic resume key: identical identities give identical keys on every machine."""
         return digest(self.identity(), 24)
 
     def config_hash(self) -> str:
-        """The identity without the grid coordinates: runs of one leaderboard row share it."""
-        return digest(drop_keys(self.identity(), COORDINATES), 16)
+        """The identity without the grid coordinates and the fingerprints: runs of one leaderboard
+        row share it (the leaderboard keeps one code/data fingerprint per row, see ``summary``)."""
+        return digest(drop_keys(self.identity(), COORDINATES + ("fingerprint",)), 16)
 
     def label(self) -> str:
         m = self.missing

@@ -23,8 +23,8 @@ from __future__ import annotations
 # benchmark.tracking sets MLflow's environment (telemetry off) before anything imports mlflow.
 import benchmark.tracking  # noqa: F401  isort: skip
 from benchmark.summary.assemble import DatasetReport, build_report
-from benchmark.summary.build import build_leaderboards, render_console, write_index, write_report
+from benchmark.summary.build import build_leaderboards, render_console, render_summary, write_index, write_report
 from benchmark.summary.load import datasets_in_store, load_all_runs, load_runs
 
 __all__ = ["DatasetReport", "build_leaderboards", "build_report", "datasets_in_store", "load_all_runs",
-           "load_runs", "render_console", "write_index", "write_report"]
+           "load_runs", "render_console", "render_summary", "write_index", "write_report"]

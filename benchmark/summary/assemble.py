@@ -6,15 +6,17 @@ built here from the store's runs and logged predictions; nothing is written.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from benchmark.summary.document import Bullets, Document, Heading, Paragraph, RatePlot
+from benchmark.summary.document import Bullets, Document, FigureRef, HeatmapPlot, Heading, Paragraph, RatePlot
 from benchmark.summary.formatting import fixed, rate_text
-from benchmark.summary.load import load_all_runs
+from benchmark.summary.headline import Headline, build_headline, headline_blocks, heatmap_plot
+from benchmark.summary.load import load_all_runs, select_fingerprints
 from benchmark.summary.model import Section, build_sections
+from benchmark.summary.page_data import dataset_json
 from benchmark.summary.predictions import PredictionStore
 from benchmark.summary.provenance import provenance
 from benchmark.summary.tables import comparison_tables, robustness, scenario_table, summary_tables
@@ -30,25 +32,45 @@ class DatasetReport:
     figures: list[RatePlot]
     runs: pd.DataFrame
     sections: list[Section]
+    headlines: list[Headline] = field(default_factory=list)
+    heatmaps: list[HeatmapPlot] = field(default_factory=list)
+    page: dict[str, Any] = field(default_factory=dict)  # the interactive page's payload (page_data)
 
 
 def build_report(tracking_uri: str, dataset: str, runs: pd.DataFrame | None = None,
-                 with_predictions: bool = True) -> DatasetReport | None:
+                 with_predictions: bool = True, all_fingerprints: bool = False) -> DatasetReport | None:
     """Everything shown for one dataset, computed once for the files and the console."""
     runs = load_all_runs(tracking_uri, dataset) if runs is None else runs
     if runs.empty:
         return None
+    runs, superseded = select_fingerprints(runs, all_fingerprints)
     sections = build_sections(runs)
     doc = Document(f"Leaderboard: {dataset}")
-    doc.blocks.append(Bullets(provenance(runs)))
+    lines = provenance(runs, superseded)
+    doc.blocks.append(Bullets(lines))
     doc.blocks.append(Paragraph(
         "Built from MLflow alone; only statistics on the logged metrics and test predictions are computed. "
-        "Intervals: 95% Student t over seeds. Paired tests: t-test over seeds + DeLong on pooled predictions. "
+        "Intervals (95%): seed-to-seed variation plus test-sample noise (DeLong / binomial components of the logged "
+        "test predictions, a test sample shared by several seeds counted once); over seeds only where a run logged no "
+        "predictions or the metric has no per-sample form (CSV column `interval`). "
+        "Paired tests: t-test over seeds + DeLong on pooled predictions. "
         "See README, section 'Leaderboards', for the definitions."))
     csv_rows: list[dict[str, Any]] = []
     figures: list[RatePlot] = []
     predictions = PredictionStore() if with_predictions else None
+    for section in sections:
+        section.use_predictions(predictions)
+    headlines: list[Headline] = []
+    heatmaps: list[HeatmapPlot] = []
     try:
+        if sections:
+            doc.blocks.append(Heading("Headline", 2))
+        for section in sections:  # the compact answer first: ranking, ties per rate, heatmap
+            headlines.append(build_headline(section, predictions))
+            heatmaps.append(heatmap_plot(headlines[-1]))
+            doc.blocks += headline_blocks(headlines[-1])
+            doc.blocks.append(FigureRef(heatmaps[-1].stem, heatmaps[-1].title, svg=""))
+        page = dataset_json(dataset, lines, sections, headlines, predictions, tracking_uri)
         for section in sections:
             pre = f"pattern `{section.pattern}`, protocol `{section.protocol}`"
             doc.blocks.append(Heading(f"Missing modality: {pre}", 2))
@@ -68,7 +90,7 @@ def build_report(tracking_uri: str, dataset: str, runs: pd.DataFrame | None = No
     finally:
         if predictions is not None:
             predictions.close()
-    return DatasetReport(dataset, doc, csv_rows, figures, runs, sections)
+    return DatasetReport(dataset, doc, csv_rows, figures, runs, sections, headlines, heatmaps, page)
 
 
 def population_line(section: Section) -> str:

@@ -112,3 +112,17 @@ class RankPlot:
     ranks: Sequence[float]
     critical_difference: float
     title: str
+
+
+@dataclass(frozen=True)
+class HeatmapPlot:
+    """A method x rate heatmap to draw as ``<stem>.png/.svg`` (``heatmap.draw_heatmap``): the number
+    in each cell is ``values`` (mean test AUC), its colour ``colours`` (gap to Bayes, or Δ vs best)."""
+
+    stem: str
+    methods: list[str]
+    rates: list[float]
+    values: list[list[float]]
+    colours: list[list[float]]
+    title: str
+    colour_label: str

@@ -43,7 +43,7 @@ def _count_text(c: CellStat) -> str:
 
 
 def format_cell(c: CellStat, with_ci: bool = True) -> Cell:
-    """mean ± std [95% t interval] (n), with the missing seeds and why; styled missing when any
+    """mean ± std [95% interval] (n), with the missing seeds and why; styled missing when any
     expected seed is absent, so an incomplete cell is never read as a complete one."""
     s = c.summary
     incomplete = c.n < c.n_expected
@@ -52,8 +52,10 @@ def format_cell(c: CellStat, with_ci: bool = True) -> Cell:
     body = fixed(s.mean)
     if c.n >= 2:
         body += f" ± {fixed(s.std)}"
-        if with_ci:
-            body += f" [{fixed(s.ci_low)}, {fixed(s.ci_high)}]"
+    if with_ci and np.isfinite(s.ci_low) and np.isfinite(s.ci_high):  # one seed: test-sample noise only
+        body += f" [{fixed(s.ci_low)}, {fixed(s.ci_high)}]"
+    if c.n_leak:  # the leak guard: never let a leaky number pass as a result
+        return Cell(f"{body} {_count_text(c)} ⚠ {c.n_leak} seed(s) above Bayes + 3 SE: leak?", kind="missing")
     return Cell(f"{body} {_count_text(c)}", kind="missing" if incomplete else "")
 
 

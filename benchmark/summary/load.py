@@ -15,7 +15,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from benchmark.grid.spec import ORACLE_METHOD
-from benchmark.tracking.store import KEY_TAG, experiment_name
+from benchmark.tracking.store import KEY_TAG, LEAK_TAG, experiment_name
 
 FAILED_STATUSES = ("FAILED", "KILLED")
 
@@ -107,5 +107,33 @@ def normalise(raw: pd.DataFrame) -> pd.DataFrame:
     df["mask_train"] = _column(df, "tags.mask_sha256_train").map(as_text)
     df["placed"] = (df["method"].notna() & df["pattern"].notna() & df["protocol"].notna()
                     & df["rate"].notna() & df["seed"].notna())
+    df["leak"] = _column(df, f"tags.{LEAK_TAG}").map(as_text) == "true"
+    code = _column(df, "tags.code_fingerprint").map(as_text)
+    data = _column(df, "tags.data_fingerprint").map(as_text)
+    df["fingerprint"] = [f"code {c[:8]} data {d[:8]}" if c and d else "not recorded" for c, d in zip(code, data)]
     df["row_id"] = [f"{m}|{s}|{h}" for m, s, h in zip(df["method"], df["setting"], df["config_hash"])]
     return df
+
+
+def select_fingerprints(runs: pd.DataFrame, all_fingerprints: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs shown, runs superseded): a row never pools runs of different code or data.
+
+    By default each row (method, setting, config hash) keeps the fingerprint of its newest run and
+    the older ones are returned as superseded (provenance lists them).  ``all_fingerprints`` keeps
+    every run and makes each fingerprint a row of its own instead."""
+    if runs.empty:
+        return runs, runs.iloc[0:0]
+    if all_fingerprints:
+        shown = runs.copy()
+        shown["row_id"] = shown["row_id"] + "|" + shown["fingerprint"]
+        return shown, runs.iloc[0:0]
+    ends = pd.to_datetime(runs["end_time"], utc=True) if "end_time" in runs else pd.Series(pd.NaT, index=runs.index)
+    starts = pd.to_datetime(runs["start_time"], utc=True) if "start_time" in runs else ends
+    recency = ends.fillna(starts)
+    newest = {}
+    for row_id, group in runs.assign(recency=recency).groupby("row_id", sort=True):
+        by_fp = group.groupby("fingerprint")["recency"].max().sort_index()
+        newest[row_id] = by_fp.idxmax() if by_fp.notna().any() else by_fp.index[-1]
+    keep = [newest[r] == f for r, f in zip(runs["row_id"], runs["fingerprint"])]
+    mask = pd.Series(keep, index=runs.index)
+    return runs[mask], runs[~mask]

@@ -17,8 +17,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from benchmark.grid.spec import EVAL_SCENARIOS, metric_prefix
+from benchmark.summary.intervals import SampleEffects, combine, honest_interval, metric_effects
 from benchmark.summary.load import FAILED_STATUSES, latest_per_key, sort_by_recency
-from benchmark.summary.stats import Summary, mean_over_rates, t_interval
+from benchmark.summary.predictions import PredictionStore
+from benchmark.summary.stats import Summary, mean_over_rates
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ class CellStat:
     n_not_run: int = 0
     n_incomplete: int = 0  # AVG / area: seeds lacking some rate
     values: dict[int, float] = field(default_factory=dict)
+    effects: dict[int, SampleEffects] = field(default_factory=dict)  # per seed, for test-noise intervals
+    with_test_noise: bool = False  # the interval includes test-sample noise (else: seeds only)
+    n_leak: int = 0  # seeds the leak guard flagged (test AUC above the Bayes oracle's + 3 SE)
 
     @property
     def n(self) -> int:
@@ -68,6 +74,8 @@ class Section:
     seeds: list[int]
     rows: list[Row]
     lookup: dict[tuple[str, float, int], pd.Series]
+    predictions: PredictionStore | None = None  # set by the report: per-sample effects for intervals
+    memo: dict[tuple[str, float, str], "CellStat"] = field(default_factory=dict, repr=False)
 
     @property
     def slug(self) -> str:
@@ -79,8 +87,20 @@ class Section:
     def reference_rows(self) -> list[Row]:
         return [r for r in self.rows if r.is_reference]
 
+    def use_predictions(self, store: PredictionStore | None) -> None:
+        """Intervals from here on include test-sample noise where predictions were logged."""
+        self.predictions = store
+        self.memo.clear()
+
     def cell(self, row: Row, rate: float, metric: str) -> CellStat:
+        key = (row.id, rate, metric)
+        if key not in self.memo:
+            self.memo[key] = self.compute_cell(row, rate, metric)
+        return self.memo[key]
+
+    def compute_cell(self, row: Row, rate: float, metric: str) -> CellStat:
         values: dict[int, float] = {}
+        leaks = 0
         counts = dict(n_failed=0, n_running=0, n_no_value=0, n_not_run=0)
         for seed in self.seeds:
             run = self.lookup.get((row.id, rate, seed))
@@ -95,24 +115,56 @@ class Section:
                 value = float(value) if value is not None else math.nan
                 if np.isfinite(value):
                     values[seed] = value
+                    leaks += bool(run.get("leak", False))
                 else:
                     counts["n_no_value"] += 1
-        return CellStat(t_interval(list(values.values())), len(self.seeds), values=values, **counts)
+        effects = self.seed_effects(row, rate, metric, values)
+        summary, noisy = honest_interval(list(values.values()), list(effects.values()) if effects else None)
+        return CellStat(summary, len(self.seeds), values=values, effects=effects, with_test_noise=noisy,
+                        n_leak=leaks, **counts)
+
+    def seed_effects(self, row: Row, rate: float, metric: str, values: dict[int, float]) -> dict[int, SampleEffects]:
+        """Per-sample effects of every seed with a value, from its logged test predictions; empty
+        when any seed lacks them (its interval is then over seeds only, and says so)."""
+        prefix, _, name = metric.rpartition("_")
+        scenario = next((s for s in EVAL_SCENARIOS if metric_prefix(s) == prefix), None)
+        if self.predictions is None or scenario is None or name not in ("auc", "acc") or not values:
+            return {}
+        out = {}
+        for seed in values:
+            pred = self.predictions.get(self.lookup[(row.id, rate, seed)])
+            key = f"probs_{scenario}"
+            if pred is None or key not in pred or "ids" not in pred or "labels" not in pred:
+                return {}
+            labels, probs = np.asarray(pred["labels"]), np.asarray(pred[key])
+            task = "multilabel" if labels.ndim == 2 else ("binary" if probs.shape[1] == 2 else "multiclass")
+            effects = metric_effects(name, task, pred["ids"], labels, probs)
+            if effects is None:
+                return {}
+            out[seed] = effects
+        return out
 
     def per_seed_aggregate(self, row: Row, metric: str,
                            reduce: Callable[[list[float], list[float]], float]) -> CellStat:
-        """A statistic of each seed's whole rate curve (mean over rates, area), then the t interval
-        over seeds; seeds lacking any rate are counted as incomplete rather than averaged over a hole."""
+        """A statistic of each seed's whole rate curve (mean over rates, area), then the interval over
+        seeds; seeds lacking any rate are counted as incomplete rather than averaged over a hole.
+        Both statistics are linear in the per-rate values, so a seed's per-sample effects are the
+        same weighted sum of its per-rate effects (the same test ids at every rate)."""
         cells = [self.cell(row, rate, metric) for rate in self.rates]
-        values = {}
+        weights = [reduce(self.rates, list(np.eye(len(self.rates))[i])) for i in range(len(self.rates))]
+        values, effects = {}, {}
         for seed in self.seeds:
             curve = [c.values.get(seed, math.nan) for c in cells]
             if all(np.isfinite(curve)):
                 v = reduce(self.rates, curve)
                 if np.isfinite(v):
                     values[seed] = v
-        return CellStat(t_interval(list(values.values())), len(self.seeds),
-                        n_incomplete=len(self.seeds) - len(values), values=values)
+                    if all(seed in c.effects for c in cells):
+                        effects[seed] = combine([c.effects[seed] for c in cells], weights)
+        complete = effects if len(effects) == len(values) else {}
+        summary, noisy = honest_interval(list(values.values()), list(complete.values()) if complete else None)
+        return CellStat(summary, len(self.seeds), n_incomplete=len(self.seeds) - len(values), values=values,
+                        effects=complete, with_test_noise=noisy)
 
     def average_auc(self, row: Row) -> float:
         """The row's AVG test AUC (each seed's mean over the rates, then the mean over seeds with
@@ -144,12 +196,15 @@ def build_sections(runs: pd.DataFrame) -> list[Section]:
 def _rows(group: pd.DataFrame) -> list[Row]:
     rows = []
     hashes_per_method = group.groupby(["method", "setting"])["config_hash"].nunique()
+    fingerprints_per_row = group.groupby(["method", "setting", "config_hash"])["fingerprint"].nunique()
     for row_id, g in group.groupby("row_id", sort=True):
         first = g.sort_values("key").iloc[0]
         display = str(first["display"])
         label = display
         if hashes_per_method[(first["method"], first["setting"])] > 1:
             label = f"{display} [cfg {first['config_hash'][:8]}]"
+        if fingerprints_per_row[(first["method"], first["setting"], first["config_hash"])] > 1:
+            label = f"{label} [{first['fingerprint']}]"  # --all-fingerprints: one row per fingerprint
         rows.append(Row(row_id, str(first["method"]), display, str(first["setting"]), str(first["config_hash"]),
                         bool(first["is_reference"]), label))
     return rows

@@ -45,8 +45,9 @@ def commit_line(runs: pd.DataFrame, built: str) -> str:
     return f"runs recorded at {commits}; {built} built by {git_head()[:12]}"
 
 
-def provenance(runs: pd.DataFrame) -> list[str]:
-    """Commit, config hashes, date (latest run end), machine, run counts: from the store only."""
+def provenance(runs: pd.DataFrame, older: pd.DataFrame | None = None) -> list[str]:
+    """Commit, config hashes, code/data fingerprints, date (latest run end), machine, run counts,
+    and the runs left out because newer code or data superseded them: from the store only."""
     latest = latest_per_key(runs)
     finished = int(latest["finished"].sum())
     failed = int(latest["status"].isin(FAILED_STATUSES).sum())
@@ -63,5 +64,32 @@ def provenance(runs: pd.DataFrame) -> list[str]:
         f"**Commit:** {commit_line(runs, 'leaderboard')}.",
         f"**Machine:** {joined(runs['machine'])}.",
         f"**Config hashes:** {hashes}.",
+        f"**Code and data fingerprints** (one per row): {fingerprint_text(latest)}.",
+        leak_text(latest),
     ]
+    if older is not None and not older.empty:
+        old = latest_per_key(older)
+        per_method = "; ".join(f"{m}: {len(g)} run(s) of {', '.join(sorted(g['fingerprint'].unique()))}"
+                               for m, g in old.groupby("method", sort=True))
+        lines.append(f"**Superseded (not pooled):** {len(old)} run(s) of older code or data are left out "
+                     f"({per_method}); `python -m benchmark.leaderboard --all-fingerprints` shows them as rows.")
     return lines
+
+
+def leak_text(runs: pd.DataFrame) -> str:
+    """The leak guard's verdict on the shown runs (a run above the Bayes oracle + 3 SE is flagged)."""
+    flagged = runs[runs["finished"] & runs["leak"]] if "leak" in runs else runs.iloc[0:0]
+    has_oracle = "metrics.bayes_test_auc" in runs and runs["metrics.bayes_test_auc"].notna().any()
+    if flagged.empty and not has_oracle:
+        return "**Leak guard:** not applicable (the dataset has no Bayes oracle)."
+    if flagged.empty:
+        return ("**Leak guard:** no finished run's test AUC exceeds the Bayes oracle's on its own test set "
+                "by more than 3 DeLong SE (checked on every run of a dataset with an oracle).")
+    names = ", ".join(sorted(f"{m} ({len(g)})" for m, g in flagged.groupby("method")))
+    return (f"**Leak guard: {len(flagged)} run(s) flagged** (test AUC above the Bayes oracle's on the same test "
+            f"set + 3 DeLong SE; marked ⚠ in the tables): {names}.")
+
+
+def fingerprint_text(runs: pd.DataFrame) -> str:
+    groups = runs.groupby("fingerprint", sort=True)["method"]
+    return "; ".join(f"`{fp}` ({', '.join(sorted(g.unique()))})" for fp, g in groups) or "none"

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import html
 import re
+from typing import Sequence
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from benchmark.summary.document import Bullets, Cell, Document, FigureRef, Heading, Paragraph, TableView
+from benchmark.summary.formatting import rate_text, signed
+from benchmark.summary.headline import Headline, avg_text, standing
 
 # ----------------------------------------------------------------------------- Markdown
 
@@ -79,6 +82,7 @@ code{background:#f6f8fa;padding:0 3px;border-radius:3px}
 figure{margin:.6em 0}
 figcaption{font-size:12px;color:#57606a}
 figure svg{width:960px;max-width:100%;height:auto}
+div.wide{overflow-x:auto;max-width:100%}
 """
 
 
@@ -119,9 +123,9 @@ def _strip_svg_prolog(svg: str) -> str:
     return svg[start:] if start >= 0 else svg
 
 
-def render_html(doc: Document) -> str:
-    """One page, no external resource: CSS inline, plots as inline SVG (readable offline)."""
-    body = [f"<h1>{html.escape(doc.title)}</h1>"]
+def html_body(doc: Document) -> str:
+    """The document's blocks as HTML (no page around them); wide tables scroll in their own box."""
+    body = []
     for block in doc.blocks:
         if isinstance(block, Heading):
             level = min(max(block.level, 2), 6)
@@ -131,13 +135,18 @@ def render_html(doc: Document) -> str:
         elif isinstance(block, Bullets):
             body.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in block.items) + "</ul>")
         elif isinstance(block, TableView):
-            body.append(html_table(block))
+            body.append(f'<div class="wide">{html_table(block)}</div>')
         elif isinstance(block, FigureRef):
             body.append(f"<figure>{_strip_svg_prolog(block.svg)}<figcaption>{_inline(block.caption)}"
                         f"</figcaption></figure>")
+    return "\n".join(body)
+
+
+def render_html(doc: Document) -> str:
+    """One page, no external resource: CSS inline, plots as inline SVG (readable offline)."""
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{html.escape(doc.title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-            + "\n".join(body) + "\n</body>\n</html>\n")
+            f"<h1>{html.escape(doc.title)}</h1>\n{html_body(doc)}\n</body>\n</html>\n")
 
 
 # ----------------------------------------------------------------------------- rich
@@ -162,3 +171,27 @@ def rich_tables(doc: Document, console: Console) -> None:
 def _plain(text: str) -> str:
     """Console text: the Markdown emphasis and code marks removed."""
     return text.replace("**", "").replace("`", "")
+
+
+def rich_headline(dataset: str, headlines: Sequence[Headline], console: Console, width: int = 100) -> None:
+    """The terminal summary: per section the ranking and one line per rate, within ``width`` columns
+    (the full tables are in the files)."""
+    console.rule(f"[bold]{escape(dataset)}[/]")
+    for h in headlines:
+        s = h.section
+        table = Table(title=escape(f"{s.pattern} / {s.protocol}: ranked by AVG test AUC"), title_justify="left",
+                      width=min(width, console.width))
+        for col, justify in (("#", "right"), ("method", "left"), ("AVG AUC [95% CI]", "right"),
+                             ("gap to Bayes", "right"), ("best / tied at rate", "left")):
+            table.add_column(col, justify=justify, overflow="fold")
+        for i, r in enumerate(h.ranked, 1):
+            label = r.row.label if r.row.setting == "default" else f"{r.row.label} ({r.row.setting})"
+            table.add_row(str(i), escape(label), avg_text(r.avg), signed(r.gap), escape(standing(h, r.row)))
+        console.print(table)
+        for v in h.verdicts:
+            console.print(_plain(v.sentence()), markup=False, width=min(width, console.width), soft_wrap=False)
+        gaps = [f"{r.row.label} @ {rate_text(rate)}: {c.reasons()}" for r in h.ranked for rate in s.rates
+                if (c := s.cell(r.row, rate, "test_auc")).n < c.n_expected]
+        if gaps:
+            shown = "; ".join(gaps[:6]) + (f"; … {len(gaps) - 6} more" if len(gaps) > 6 else "")
+            console.print(f"incomplete cells: {shown}", markup=False, width=min(width, console.width))

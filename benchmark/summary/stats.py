@@ -144,7 +144,7 @@ def _midranks(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _placements(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def placements(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """DeLong structural components: for each positive the share of negatives it outranks (ties
     count 1/2), for each negative the share of positives that outrank it; their means are the AUC."""
     pos, neg = scores[labels == 1], scores[labels == 0]
@@ -176,8 +176,8 @@ def delong_stratified(strata: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.
     for ids, labels, a, b in strata:
         labels = np.asarray(labels).astype(int)
         ids = np.asarray(ids).astype(str)
-        a10, a01 = _placements(labels, np.asarray(a, np.float64))
-        b10, b01 = _placements(labels, np.asarray(b, np.float64))
+        a10, a01 = placements(labels, np.asarray(a, np.float64))
+        b10, b01 = placements(labels, np.asarray(b, np.float64))
         auc_a.append(float(a10.mean()))
         auc_b.append(float(b10.mean()))
         d = float(a10.mean() - b10.mean())

@@ -25,7 +25,7 @@ CSV_METRICS = ("test_auc", "test_acc", "test_balanced_acc", "test_f1_macro")
 SCENARIOS = tuple((metric_prefix(s), "test mask" if s == "mask" else s.replace("_", " ")) for s in EVAL_SCENARIOS)
 CSV_COLUMNS = ["table", "pattern", "protocol", "method", "display", "setting", "config_hash", "reference",
                "rate", "metric", "n", "n_expected", "n_failed", "n_running", "n_no_value", "n_not_run",
-               "n_incomplete", "mean", "std", "ci_low", "ci_high", "value", "p_paired_t", "p_wilcoxon", "delong_n",
+               "n_incomplete", "mean", "std", "ci_low", "ci_high", "interval", "value", "p_paired_t", "p_wilcoxon", "delong_n",
                "delong_auc", "delong_auc_reference", "delong_diff", "delong_se", "p_delong", "verdict"]
 
 
@@ -38,12 +38,12 @@ def _csv_stat(c: CellStat) -> dict[str, Any]:
     s = c.summary
     return {"n": c.n, "n_expected": c.n_expected, "n_failed": c.n_failed, "n_running": c.n_running,
             "n_no_value": c.n_no_value, "n_not_run": c.n_not_run, "n_incomplete": c.n_incomplete,
-            "mean": s.mean, "std": s.std,
-            "ci_low": s.ci_low, "ci_high": s.ci_high}
+            "mean": s.mean, "std": s.std, "ci_low": s.ci_low, "ci_high": s.ci_high,
+            "interval": ("seeds+test" if c.with_test_noise else "seeds") if c.n else ""}
 
 
 def summary_tables(section: Section, csv_rows: list[dict[str, Any]]) -> list[TableView]:
-    """Per metric: rows x (rates + AVG), mean ± std [95% t interval] (n); best method bolded."""
+    """Per metric: rows x (rates + AVG), mean ± std [95% interval] (n); best method bolded."""
     tables = []
     for metric in CSV_METRICS:
         shown = dict(SHOWN_METRICS).get(metric)
@@ -73,7 +73,7 @@ def summary_tables(section: Section, csv_rows: list[dict[str, Any]]) -> list[Tab
         tables.append(TableView(
             f"Test {shown} by missing rate (pattern `{section.pattern}`, protocol `{section.protocol}`)",
             ["method", "training"] + [f"rate {rate_text(r)}" for r in section.rates] + ["AVG"], rows,
-            note=f"mean ± std over seeds [95% t interval over seeds] (n = seeds). AVG = each seed's mean over "
+            note=f"mean ± std over seeds [95% interval: seeds and test samples] (n = seeds). AVG = each seed's mean over "
                  f"the {len(section.rates)} rates, then summarised over seeds (only seeds with every rate). "
                  f"Best method per column in bold. {MISSING} / 'n=k of m' = missing runs, with the reason."))
     return tables
@@ -123,17 +123,17 @@ def robustness(section: Section, csv_rows: list[dict[str, Any]], figures: list[R
     blocks.append(TableView(
         "Robustness: area under the AUC-vs-rate curve and relative AUC drop from rate 0", columns, rows,
         note="Area: trapezoid over the rates divided by the rate span (an average AUC over the curve), per seed, "
-             "then mean ± std [95% t interval] over seeds with every rate. Drop: (AUC(0) − AUC(r)) / AUC(0) of "
+             "then mean ± std [95% interval: seeds and test samples] over seeds with every rate. Drop: (AUC(0) − AUC(r)) / AUC(0) of "
              "the means over the seeds that have both rates; positive = worse than complete data." +
              ("" if has_zero else " No rate-0 runs: drops are not defined.")))
     plot = RatePlot(f"auc_vs_rate_{section.slug}", curves,
                     f"{dataset}: test AUC vs missing rate ({section.pattern}, {section.protocol})",
                     f"missing rate (pattern {section.pattern}, protocol {section.protocol})",
-                    "test AUC (mean over seeds, 95% t interval)")
+                    "test AUC (mean over seeds, 95% interval)")
     figures.append(plot)
     # The SVG is filled in when the plot is drawn (document.with_svgs).
-    blocks.append(FigureRef(plot.stem, f"{plot.title}. Solid: methods (error bars: 95% t interval over seeds); "
-                                       f"dashed black: Bayes oracle, shaded: its 95% t interval.", svg=""))
+    blocks.append(FigureRef(plot.stem, f"{plot.title}. Solid: methods (error bars: 95% interval, seeds and test samples); "
+                                       f"dashed black: Bayes oracle, shaded: its 95% interval.", svg=""))
     return blocks
 
 

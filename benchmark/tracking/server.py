@@ -3,9 +3,24 @@
 With more than one worker, runs go through ``mlflow server`` backed by the SQLite file: the server
 is the only writer of the database.  Artifacts keep going straight to the experiment's
 ``file://`` artifact location under ``results/``, which every local worker can write.
+
+Crash safety:
+
+* the server cannot outlive the process that started it: it is launched through
+  :func:`~benchmark.tracking.processes.bound_to_driver` (parent-death signal SIGTERM, which
+  ``mlflow server`` forwards to its uvicorn) in its own session (Ctrl-C in the terminal reaches
+  the driver only, which then stops the server);
+* a state file next to the SQLite store (``<db>-server.json``, e.g. ``results/mlflow.db-server.json``)
+  records its pid, start token, port, backend and owner.  On start, a healthy server of the
+  same backend whose owner is alive (``make server``, another grid) is reused; any other process
+  this harness started for that backend (found by the ``MEDFUSION_SERVER_STORE`` variable in its
+  environment, so an orphaned uvicorn too) is stopped and the file replaced;
+* :meth:`LocalMlflowServer.ensure_running`: a server that died mid-grid is restarted on the same
+  port (workers keep their tracking URI); if that fails, :class:`TrackingUnavailable`.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -14,7 +29,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from benchmark.tracking.processes import (bound_to_driver, processes_with_env, same_process, start_token,
+                                          terminate, this_process)
+from benchmark.tracking.store import TrackingUnavailable, sqlite_path
 from core.errors import BenchmarkError
+
+STORE_ENV = "MEDFUSION_SERVER_STORE"  # set in the server's environment, inherited by its uvicorn
 
 
 def free_port() -> int:
@@ -23,51 +43,157 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def healthy(uri: str, timeout: float = 5.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
 class LocalMlflowServer:
     """``mlflow server`` on 127.0.0.1 backed by ``<results_dir>/mlflow.db``; a context manager."""
 
     def __init__(self, results_dir: Path, port: int | None = None, backend_uri: str | None = None) -> None:
         self.results_dir = Path(results_dir)
+        self.requested_port = port
         self.port = port or free_port()
         self.backend_uri = backend_uri or f"sqlite:///{(self.results_dir / 'mlflow.db').resolve()}"
         self.process: subprocess.Popen | None = None
+        self.reused = False      # another live owner's server: used, never stopped by us
+        self.restarts = 0
+        self.notes: list[str] = []  # what start() found (stale servers stopped, a server reused)
 
     @property
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def state_file(self) -> Path:
+        db = sqlite_path(self.backend_uri)
+        return Path(f"{db}-server.json") if db is not None else self.results_dir / "mlflow-server.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.results_dir / "mlflow-server.log"
+
+    def read_state(self) -> dict | None:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+
     def start(self, timeout: float = 120.0) -> "LocalMlflowServer":
         self.results_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.results_dir / "mlflow-server.log", "ab")
+        if self.reuse_or_clear():
+            return self
+        return self.launch(timeout)
+
+    def reuse_or_clear(self) -> bool:
+        """Reuse a healthy server of this backend whose owner is alive; stop every other one."""
+        state = self.read_state()
+        me = this_process()
+        if state and state.get("backend_uri") == self.backend_uri and state.get("host") == me["host"] \
+                and same_process(int(state["pid"]), state.get("token")) \
+                and same_process(int(state["owner_pid"]), state.get("owner_token")) \
+                and int(state["owner_pid"]) != os.getpid() and healthy(f"http://127.0.0.1:{state['port']}"):
+            if self.requested_port not in (None, int(state["port"])):
+                raise BenchmarkError(f"a tracking server of {self.backend_uri} already runs on port {state['port']} "
+                                     f"(pid {state['pid']}, started by process {state['owner_pid']}): use it")
+            self.port, self.reused = int(state["port"]), True
+            self.notes.append(f"reusing the MLflow server {self.uri} of process {state['owner_pid']}")
+            return True
+        if state and state.get("host") not in (None, me["host"]):
+            self.notes.append(f"{self.state_file} names a server on {state['host']}: left alone, replaced here")
+        stale = processes_with_env(STORE_ENV, self.backend_uri)
+        if stale:
+            terminate(sorted(stale))
+            self.notes.append(f"stopped {len(stale)} stale MLflow server process(es) of this store: "
+                              + ", ".join(f"{pid} ({cmd[:60]})" for pid, cmd in sorted(stale.items())))
+        self.state_file.unlink(missing_ok=True)
+        return False
+
+    def launch(self, timeout: float = 120.0) -> "LocalMlflowServer":
+        self.reused = False
+        log = open(self.log_file, "ab")
         artifacts = (self.results_dir / "mlartifacts").resolve().as_uri()
         cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend_uri,
                "--default-artifact-root", artifacts, "--host", "127.0.0.1", "--port", str(self.port),
                "--workers", "1"]
         # No server-side job runner: MLflow 3 otherwise forks 7 huey consumers (about 35 s of CPU
         # at start-up, measured on 2 cores) that the benchmark never uses.
-        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+               STORE_ENV: self.backend_uri}
+        try:
+            self.process = subprocess.Popen(bound_to_driver(cmd), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
+        finally:
+            log.close()
+        me = this_process()
+        state = {"pid": self.process.pid, "token": start_token(self.process.pid) or "", "port": self.port,
+                 "backend_uri": self.backend_uri, "host": me["host"], "owner_pid": me["pid"],
+                 "owner_token": me["token"], "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, self.state_file)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process.poll() is not None:
-                raise BenchmarkError(f"mlflow server exited with status {self.process.returncode}; "
-                                     f"see {self.results_dir / 'mlflow-server.log'}")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.5)
+                code = self.process.returncode
+                self.stop()
+                raise BenchmarkError(f"mlflow server exited with status {code}; see {self.log_file}")
+            if healthy(self.uri, timeout=2):
+                return self
+            time.sleep(0.5)
         self.stop()
-        raise BenchmarkError(f"mlflow server did not answer on {self.uri} within {timeout:.0f} s")
+        raise BenchmarkError(f"mlflow server did not answer on {self.uri} within {timeout:.0f} s; see {self.log_file}")
+
+    def running(self, probe: bool = False) -> bool:
+        """Our process is alive (and, with ``probe``, answers /health); a reused one answers."""
+        if self.reused:
+            return healthy(self.uri)
+        if self.process is None or self.process.poll() is not None:
+            return False
+        return not probe or healthy(self.uri, timeout=10) or healthy(self.uri, timeout=20)
+
+    def ensure_running(self, probe: bool = False) -> bool:
+        """Restart a server that died (same port, same backend); True if it was restarted.
+        Raises :class:`TrackingUnavailable` when it cannot be restarted."""
+        if self.running(probe):
+            return False
+        was = "the MLflow server of another process" if self.reused else f"the MLflow server {self.uri}"
+        self.stop()
+        try:
+            self.launch(timeout=120)
+        except BenchmarkError as exc:
+            raise TrackingUnavailable(f"{was} stopped and could not be restarted ({exc}); finished cells are "
+                                      "kept: rerun the same command to resume") from None
+        self.restarts += 1
+        return True
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
+        """Stop our server and whatever it started (its process group and the processes marked
+        with its store); a reused server is left running."""
+        if self.reused:
+            self.reused = False
+            return
+        if self.process is not None:
+            if self.process.poll() is None:
+                try:
+                    os.killpg(self.process.pid, 15)
+                except ProcessLookupError:
+                    pass
+                try:
+                    self.process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.process.pid, 9)
+                    self.process.wait(timeout=10)
+            leftovers = processes_with_env(STORE_ENV, self.backend_uri)
+            if leftovers:
+                terminate(sorted(leftovers), grace=5.0)
+            state = self.read_state()
+            if state and int(state.get("pid", -1)) == self.process.pid:
+                self.state_file.unlink(missing_ok=True)
         self.process = None
 
     def __enter__(self) -> "LocalMlflowServer":

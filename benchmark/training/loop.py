@@ -63,7 +63,7 @@ def predict(method: FusionMethod, split: SplitData, prior: np.ndarray, device: t
     rows = np.flatnonzero(usable)
     for start in range(0, len(rows), batch_size):
         index = rows[start:start + batch_size]
-        batch = split.batch(index, present=base_present[index])
+        batch = split.batch(index, present=base_present[index]).without_labels()  # never the answers
         out[index] = method.predict_proba(batch.to(device)).float().cpu().numpy()
     return out
 
@@ -101,7 +101,9 @@ def train_method(method: FusionMethod, data: PreparedData, cfg: TrainingConfig, 
                 losses = method.training_step(batch, stage)
                 loss = losses["loss"]
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite loss in epoch {epoch} ({stage.name}): {loss.item()}")
+                    values = ", ".join(f"{k}={float(v.detach()):.6g}" for k, v in losses.items())
+                    raise FloatingPointError(f"non-finite loss in epoch {epoch} (stage {stage.name}, batch "
+                                             f"{n_batches}): {values}")
                 if optimizer is not None and loss.requires_grad:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()

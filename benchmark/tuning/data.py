@@ -44,7 +44,10 @@ def prepare_tuning_data(dataset: Any, table: Any, mspec: MissingSpec, seeds: Seq
     view = TuningView(dataset, table, evaluation_seeds)
     out = {}
     for seed in seeds:
-        data = prepare_data(view, table, mspec, int(seed), None)
+        # A dataset whose data follow the run seed (synthetic, seed: run) gives each tuning seed its
+        # own sample; its official split keeps the evaluation seeds' test rows out all the same.
+        seed_table = dataset.table_for_seed(int(seed)) if dataset.seed_dependent_table else table
+        data = prepare_data(view, seed_table, mspec, int(seed), None)
         assert "test" not in data.splits, "tuning data must not contain a test split"
         for split in ("train", "val"):
             if len(data.splits[split]) == 0:

@@ -7,7 +7,9 @@ of that cell's identity, so nothing that changes a run can be forgotten by one o
 * the study fingerprint (part of the Optuna study name): the identity without the seed (a study
   spans the tuning seeds), plus what only tuning has (space, seeds, sampler, pruner);
 * the tuned-file context (what must match between tuning and ``benchmark.run --tuned``): the
-  identity without the grid coordinates, the ``tuned`` flag and the tuned keys themselves.
+  identity without the grid coordinates, the ``tuned`` flag, the code/data fingerprints (a tuned
+  file stays usable after an unrelated edit; the study fingerprint does include them, so trials of
+  different code are never pooled in one study) and the tuned keys themselves.
 """
 from __future__ import annotations
 
@@ -44,4 +46,4 @@ def tuned_context(spec: RunSpec, options: Iterable[str], training: Iterable[str]
     coordinates (a tuned file serves every rate and seed), the ``tuned`` flag and the tuned
     keys (``options.<k>``, ``training.<k>``: they are what the file changes)."""
     tuned_keys = tuple(f"options.{k}" for k in options) + tuple(f"training.{k}" for k in training)
-    return drop_keys(spec.identity(), COORDINATES + ("tuned",) + tuned_keys)
+    return drop_keys(spec.identity(), COORDINATES + ("tuned", "fingerprint") + tuned_keys)

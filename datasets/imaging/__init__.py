@@ -28,15 +28,16 @@ and a grid over methods x rates x seeds must not decode the same JPEG hundreds o
 
 Modules: ``options`` (what the user sets, ``Preprocessing``), ``decode`` (one file -> array),
 ``cache`` (memory LRU + disk), ``source`` (``FileImageSource``, augmentation), ``files`` (path
-resolution, ``build_image_source``).
+resolution in one or several folders, the fail-fast layout check, ``build_image_source``).
 """
 from __future__ import annotations
 
 from datasets.imaging.cache import CACHE, ImageCache
 from datasets.imaging.decode import decode_file, finalize_float
-from datasets.imaging.files import CaseInsensitiveFiles, ImageTableResult, build_image_source
+from datasets.imaging.files import CaseInsensitiveFiles, ImageTableResult, SearchPath, build_image_source
 from datasets.imaging.options import ArrayImageOptions, Preprocessing, RasterImageOptions
 from datasets.imaging.source import FileImageSource
 
 __all__ = ["CACHE", "ImageCache", "decode_file", "finalize_float", "CaseInsensitiveFiles", "ImageTableResult",
-           "build_image_source", "ArrayImageOptions", "Preprocessing", "RasterImageOptions", "FileImageSource"]
+           "SearchPath", "build_image_source", "ArrayImageOptions", "Preprocessing", "RasterImageOptions",
+           "FileImageSource"]

@@ -21,8 +21,11 @@ class RasterImageOptions:
     cache: Literal["memory", "disk", "none"] = "memory"
     cache_dir: str = ".cache/medfusion/images"  # used when cache is 'disk'
     workers: int = 0                      # decoding threads; 0 = min(8, CPU count)
+    min_image_share: float = 0.5          # a view whose paths resolve for fewer rows is a layout error; 0 = off
 
     def validate(self, where: str) -> None:
+        if not 0.0 <= self.min_image_share <= 1.0:
+            raise ConfigError(f"{where}.min_image_share: must be in [0, 1], got {self.min_image_share}")
         if self.image_size < 8:
             raise ConfigError(f"{where}.image_size: must be >= 8, got {self.image_size}")
         if self.crop_border < 0:
