@@ -1,8 +1,9 @@
 """``python -m benchmark.leaderboard``: leaderboards built from the MLflow store alone.
 
 The command line only; what is read, computed and written is ``benchmark.summary``.  Per dataset
-it writes ``results/<dataset>/leaderboard.md``, ``.csv``, ``.html`` and the plots, and refreshes
-``results/README.md`` (every dataset of the store, ranked across datasets when there are two).
+it writes ``results/<dataset>/leaderboard.md``, ``.csv``, ``.html`` (the interactive page) and the
+plots, and refreshes ``results/README.md`` (every dataset of the store, ranked across datasets when
+there are two) and ``results/index.html`` (the page of the whole store).
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--all-fingerprints", action="store_true",
                    help="show runs of older code or data as rows of their own (default: each row keeps the "
                         "newest code/data fingerprint and lists the superseded runs)")
+    p.add_argument("--mlflow-ui", metavar="URL",
+                   help="URL of a served MLflow UI (e.g. http://127.0.0.1:5000, see make ui): the page links "
+                        "each run id to it")
     args = p.parse_args(argv)
     results_dir = Path(args.results_dir or "results")
     try:
@@ -36,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = leaderboard_dir(uri, results_dir, explicit=args.results_dir is not None)
         datasets = args.dataset or datasets_in_store(uri)
         with handle_interrupts():  # files are replaced together at the end, never half-written
-            written = publish_leaderboards(uri, out, datasets, all_fingerprints=args.all_fingerprints)
+            written = publish_leaderboards(uri, out, datasets, all_fingerprints=args.all_fingerprints,
+                                           mlflow_ui=args.mlflow_ui)
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

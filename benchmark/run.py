@@ -22,7 +22,7 @@ from benchmark.cli import build_parser, guarded, overrides_from_args, print_regi
 from benchmark.config import BenchmarkConfig, load_config
 from benchmark.execution import exit_status, handle_interrupts, publish_leaderboards, run_grid
 from benchmark.grid import build_grid
-from benchmark.summary import render_console
+from benchmark.summary import render_summary
 from benchmark.tracking import leaderboard_dir, resolve_tracking_uri
 from benchmark.training import resolve_device
 from benchmark.tuning import apply_tuned
@@ -70,9 +70,13 @@ def run_benchmark(cfg: BenchmarkConfig, build_leaderboard: bool = True, tuned: b
     outcome = run_grid(cfg, grid, console)
     if boards is not None:
         written = publish_leaderboards(outcome.tracking_uri, boards, [cfg.dataset.name])
-        render_console(outcome.tracking_uri, cfg.dataset.name, console)
-        for path in written:
-            console.print(f"leaderboard: {path}")
+        render_summary(outcome.tracking_uri, cfg.dataset.name, console)  # the headline; full tables: files
+        pages = [p for p in written if p.suffix == ".html"]
+        for path in pages:
+            console.print(f"page: {path}", markup=False)
+        if written:
+            console.print(f"full tables: {boards / cfg.dataset.name}/leaderboard.md and .csv "
+                          f"({len(written) - len(pages)} more files written)", markup=False)
     console.print(f"MLflow store: {outcome.tracking_uri}  (open with: make ui)")
     if outcome.failures:
         console.print(f"[red]{len(outcome.failures)} cell(s) failed[/]:")

@@ -115,7 +115,7 @@ def create_pretrained(cfg: ImageEncoderConfig, kwargs: dict) -> nn.Module:
     if cfg.pretrained_file:
         try:
             model = timm.create_model(cfg.model, pretrained=True,
-                                      pretrained_cfg_overlay=dict(file=cfg.pretrained_file), **kwargs)
+                                      pretrained_cfg_overlay={"file": cfg.pretrained_file}, **kwargs)
         except RuntimeError as exc:
             raise ConfigError(f"encoders.image.pretrained_file: {cfg.pretrained_file} does not fit timm model "
                               f"'{cfg.model}': {exc}") from None

@@ -44,8 +44,8 @@ Deviations from upstream, each a config option (see :class:`CFCMLOptions`):
   shuffled batches instead.
 * Optimiser: Adam (PyTorch's fused kernel: the same update) with the harness's weight decay (its
   default 1e-4 equals upstream's) and the harness's base lr; with a pretrained backbone the
-  backbone lr is ``backbone_lr_scale`` x base (upstream 0.1).  Warm-up ``warmup_epochs`` (5), then x ``decay_factor`` (0.8) every
-  ``decay_every`` (5) epochs, stepped per epoch, as upstream.
+  backbone lr is ``backbone_lr_scale`` x base (upstream 0.1).  Warm-up ``warmup_epochs`` (5),
+  then x ``decay_factor`` (0.8) every ``decay_every`` (5) epochs, stepped per epoch, as upstream.
 * ``multilabel`` (default ``one_vs_rest``): the prototype losses are defined for single-label classes
   only.  For a multilabel task a sample belongs to the class set S_{m,k} of every label k it has,
   and its negatives for label k are the samples without label k; with one-hot labels this is
@@ -517,8 +517,9 @@ class CFCML(FusionMethod):
         * image tokens Z = Y W_p^T + b_p (compressor Conv1d output Y, Linear(C_g -> d)) enter only
           through linear maps (query/key projections, weighted sums), so those act on Y with the
           composed weights (W W_p, W b_p + b) and Z itself is never formed;
-        * the 4*M attentions share one batched softmax per query modality (all stages stacked), the
-          tabular tokens' projections of all stages are one matmul.
+        * the 4*M attentions share one batched softmax per query modality (all stages stacked), and
+          each projection of the tabular tokens (shared by the stages) is one matmul for all stages;
+        * attention runs on the samples with at least two modalities only (see _attention_rows).
 
         Entries of absent (sample, modality) pairs are finite placeholders, not the explicit path's
         values: they are replaced before the head and never enter a loss, and as keys they are
@@ -763,7 +764,7 @@ class CFCML(FusionMethod):
         backbone = [p for p in self.backbone.parameters() if p.requires_grad]
         backbone_ids = {id(p) for p in backbone}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in backbone_ids]
-        if self.encoder_config.image.pretrained_path:
+        if self.encoder_config.image.uses_pretrained:
             groups = [{"params": backbone, "lr": settings.lr * o.backbone_lr_scale},
                       {"params": rest, "lr": settings.lr}]
         else:

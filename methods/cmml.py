@@ -491,7 +491,7 @@ class CMML(FusionMethod):
         backbone = [p for p in self.image_encoder.backbone.parameters() if p.requires_grad]
         backbone_ids = {id(p) for p in backbone}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in backbone_ids]
-        if self.encoder_config.image.pretrained_path:
+        if self.encoder_config.image.uses_pretrained:
             groups = [{"params": rest, "lr": settings.lr},
                       {"params": backbone, "lr": settings.lr * o.backbone_lr_scale}]
         else:

@@ -1,4 +1,5 @@
-"""Print compact Markdown tables (test AUC by rate; single-modality scenarios) from a leaderboard CSV.
+"""Print compact Markdown tables (test AUC by rate, mean [95% interval]; single-modality scenarios) from a
+leaderboard CSV.
 
 Used to paste the measured synthetic results into README: python scripts/readme_tables.py results/synthetic/leaderboard.csv
 """
@@ -13,7 +14,9 @@ def cell(row: pd.Series) -> str:
     if row.empty or pd.isna(row["mean"]).all():
         return "—"
     r = row.iloc[0]
-    return f"{r['mean']:.3f} ± {r['std']:.3f}" if pd.notna(r["std"]) else f"{r['mean']:.3f}"
+    if pd.notna(r.get("ci_low")) and pd.notna(r.get("ci_high")):  # 95%: seeds and test samples
+        return f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+    return f"{r['mean']:.3f}"
 
 
 def main(path: str) -> None:

@@ -424,3 +424,24 @@ def test_learns_a_tabular_signal_and_transfers_it_to_missing_slots():
     rows = test.present[:, 1]
     acc = ((probs[rows] > 0.5).long() == test.labels[rows]).float().mean().item()
     assert acc > 0.8
+
+
+# -- issue #20: the bank is written in place where that is safe ----------------------------------------
+def test_bank_written_in_place_unless_this_steps_read_is_in_the_graph():
+    model = make_model(p_sim=0.5, memory_size=16).train()
+    model.enqueue(0, torch.randn(4, 32), [f"a{i}" for i in range(4)])
+    model.enqueue(1, torch.randn(4, 32), [f"a{i}" for i in range(4)])
+    storage = model.memory.data_ptr()
+    model.enqueue(0, torch.randn(2, 32), ["b0", "b1"])       # no read in a graph: in place
+    assert model.memory.data_ptr() == storage
+    read = model.memory.clone()
+    out = model.training_step(make_batch(mixed_present()), None)   # reads with grad, then writes
+    assert model.memory.data_ptr() != storage                 # one copy: the graph keeps what it read
+    out["loss"].backward()
+    assert not torch.equal(model.memory, read)
+    storage = model.memory.data_ptr()
+    model.enqueue(1, torch.randn(1, 32), ["c0"])               # nothing read since: in place again
+    assert model.memory.data_ptr() == storage
+    # the host-side bookkeeping matches the checkpointed buffers
+    state = torch.stack([model.memory_count, model.memory_ptr, model.memory_capacity, model.memory_seen])
+    assert state.tolist() == model._bank_counts

@@ -306,9 +306,10 @@ def test_leaderboard_files_are_byte_identical_when_rebuilt(full_store, built, tm
     out1, written = built
     names = {p.name for p in written}
     assert {"leaderboard.md", "leaderboard.csv", "leaderboard.html", "auc_vs_rate_mixed_both.png",
-            "auc_vs_rate_mixed_both.svg", "README.md"} <= names
+            "auc_vs_rate_mixed_both.svg", "heatmap_mixed_both.png", "heatmap_mixed_both.svg", "README.md",
+            "index.html"} <= names
     first = _files(out1)
-    assert len(first) == 5  # md, csv, html, png, svg
+    assert len(first) == 7  # md, csv, html, and the png + svg of the robustness plot and of the heatmap
     # Rebuild in a fresh process with another string-hash seed, through the CLI.
     out2 = tmp_path / "again"
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO)}
@@ -318,6 +319,7 @@ def test_leaderboard_files_are_byte_identical_when_rebuilt(full_store, built, tm
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _files(out2) == first
     assert (out1 / "README.md").read_bytes() == (out2 / "README.md").read_bytes()
+    assert (out1 / "index.html").read_bytes() == (out2 / "index.html").read_bytes()
 
 
 def test_leaderboard_content_matches_the_store(full_store, built, tmp_path):
@@ -387,9 +389,14 @@ def test_leaderboard_content_matches_the_store(full_store, built, tmp_path):
     assert math.isclose(pair.p_paired_t, sps.ttest_rel([auc["early_fusion", s] for s in SEEDS],
                                                        [auc["late_fusion", s] for s in SEEDS]).pvalue, rel_tol=1e-4)
     assert math.isclose(pair["mean"], np.mean(d), rel_tol=1e-4)
-    # HTML: one self-contained page with inline SVG plots and no external resource.
+    # The compact headline and the heatmap come first, the full tables below.
+    assert md.index("## Headline") < md.index("![test AUC (mixed, both)") < md.index("**Test AUC by missing rate")
+    assert "| 1 | Late fusion | default |" in md and "rate 0.3: best **Late fusion**" in md
+    # HTML: one self-contained page (data, script and CSS inline; the full report with its inline
+    # SVG plots collapsed at the bottom) and no external resource.
     page = (out / "synthetic" / "leaderboard.html").read_text()
     assert page.count("<svg") >= 1 and "src=\"http" not in page and "<link" not in page
+    assert 'id="leaderboard-data"' in page and "<details class=\"report\">" in page
     svg = (out / "synthetic" / "auc_vs_rate_mixed_both.svg").read_text()
     assert "stroke-dasharray" in svg and "missing rate" in svg and "Bayes oracle" in svg
 

@@ -1,9 +1,13 @@
 """Numerics pinned across the speed work of issue #20: CFCML and CMML train a few steps from one
 seed and must give the losses and parameters recorded with the implementation *before* that work.
 
-``tests/data/method_numerics_ref.pt`` was written by the pre-change code with::
+``tests/data/method_numerics_ref.pt`` was written by the pre-change code (``methods/cfcml.py`` and
+``methods/cmml.py`` as they were before issue #20, this file unchanged) with::
 
     .venv/bin/python tests/test_method_numerics.py --record
+
+Re-recording with the current code would only pin the current code; do it deliberately, when a
+change of the computation is intended.
 
 Each case builds a small model from a fixed seed and runs ``steps`` training steps (the method's
 own ``training_step``, in training mode with every dropout on, CMML's memory bank and simulated
@@ -224,6 +228,35 @@ def test_parameter_counts_unchanged(reference):
             assert state[key].shape == value.shape, key
         assert sum(v.numel() for v in state.values()) == sum(
             v.numel() for v in stored["full"].values()) + sum(state[k].numel() for k in stored["digest"])
+
+
+@pytest.mark.parametrize("name", ["cfcml_default", "cmml_default"])
+def test_fused_adam_is_the_same_update(name):
+    """configure_optimizer's Adam uses PyTorch's fused kernel; three steps of it equal the
+    per-tensor implementation (the methods' optimiser before issue #20) to float32 rounding."""
+    import copy
+
+    from methods.base import OptimizerSettings
+
+    method, views, task, k, options, _, _ = CASES[name]
+    info = _info(views, task, k)
+    torch.manual_seed(0)
+    model = create_method(method, info, ENC, **options)
+    twin = copy.deepcopy(model)
+    settings = OptimizerSettings(lr=1e-3, weight_decay=1e-4, epochs=10)
+    fused, _ = model.configure_optimizer(settings)
+    assert isinstance(fused, torch.optim.Adam) and fused.defaults["fused"]
+    plain = torch.optim.Adam(twin.parameters(), lr=fused.param_groups[0]["lr"], weight_decay=1e-4,
+                             foreach=False)
+    g = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        for p, q in zip(model.parameters(), twin.parameters()):
+            p.grad = torch.randn(p.shape, generator=g)
+            q.grad = p.grad.clone()
+        fused.step()
+        plain.step()
+    for (n, p), q in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7, msg=n)
 
 
 if __name__ == "__main__":

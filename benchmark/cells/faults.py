@@ -2,14 +2,18 @@
 
 Environment variables, read in whichever process runs the cell (the Ray executor forwards them):
 
-* ``MEDFUSION_FAIL_ONCE=<runspec key>``: the cell's process dies (``os._exit(1)``) after its first
-  epoch, once (a marker ``failed-<key>`` in ``MEDFUSION_FAIL_DIR`` remembers it), as a crashed
+A cell is named by its RunSpec key, by ``<method>-<rate>-seed<seed>`` (e.g.
+``late_fusion-0.5-seed0``: stable while the code changes, the key is not) or by ``*``; markers
+are named after the target as given (the key for ``*``).
+
+* ``MEDFUSION_FAIL_ONCE=<cell>``: the cell's process dies (``os._exit(1)``) after its first
+  epoch, once (a marker ``failed-<cell>`` in ``MEDFUSION_FAIL_DIR`` remembers it), as a crashed
   Ray worker would;
-* ``MEDFUSION_FAULT=<kind>:<key>[,<kind>:<key>...]`` (``<key>`` may be ``*``), kinds:
-  ``hang`` - after its first epoch the cell touches ``hang-<key>`` in ``MEDFUSION_FAIL_DIR`` and
+* ``MEDFUSION_FAULT=<kind>:<cell>[,<kind>:<cell>...]``, kinds:
+  ``hang`` - after its first epoch the cell touches ``hang-<cell>`` in ``MEDFUSION_FAIL_DIR`` and
   sleeps until it is interrupted or killed; ``stubborn`` - the same, but it keeps sleeping after a
   first Ctrl-C (a slow clean-up: the second Ctrl-C must exit at once); ``pause`` - after its first
-  epoch the cell touches ``pause-<key>`` and waits until ``release-<key>`` exists (a cell in
+  epoch the cell touches ``pause-<cell>`` and waits until ``release-<cell>`` exists (a cell in
   flight while the test breaks something else); ``nan`` - every training
   step returns a NaN loss; ``enospc`` - logging ``predictions.npz`` fails with "No space left on
   device".
@@ -30,13 +34,27 @@ import torch
 FAULT_ENV = ("MEDFUSION_FAIL_ONCE", "MEDFUSION_FAIL_DIR", "MEDFUSION_FAULT")
 
 
-def faults(key: str) -> set[str]:
-    """The fault kinds injected into the cell ``key``."""
-    out = set()
+def cell_name(spec: Any) -> str:
+    """``<method>-<rate>-seed<seed>``: a target that stays the same when the code changes (the
+    RunSpec key includes the code fingerprint)."""
+    return f"{spec.method}-{spec.missing.rate:g}-seed{spec.seed}"
+
+
+def targeted(spec: Any, target: str) -> str | None:
+    """The marker name of ``spec`` if ``target`` (a key, a cell name or ``*``) names it."""
+    if target == "*":
+        return spec.key()
+    return target if target in (spec.key(), cell_name(spec)) else None
+
+
+def faults(spec: Any) -> dict[str, str]:
+    """The fault kinds injected into the cell ``spec``: kind -> marker name."""
+    out = {}
     for item in os.environ.get("MEDFUSION_FAULT", "").split(","):
         kind, _, target = item.strip().partition(":")
-        if kind and target in (key, "*"):
-            out.add(kind)
+        name = targeted(spec, target) if kind else None
+        if name is not None:
+            out[kind] = name
     return out
 
 
@@ -44,20 +62,22 @@ def marker_dir() -> Path:
     return Path(os.environ.get("MEDFUSION_FAIL_DIR", tempfile.gettempdir()))
 
 
-def after_epoch(key: str) -> None:
+def after_epoch(spec: Any) -> None:
     """Called by the cell after each epoch."""
-    if os.environ.get("MEDFUSION_FAIL_ONCE") == key:
-        marker = marker_dir() / f"failed-{key}"
+    once = targeted(spec, os.environ.get("MEDFUSION_FAIL_ONCE", ""))
+    if once is not None:
+        marker = marker_dir() / f"failed-{once}"
         if not marker.exists():
             marker.touch()
             os._exit(1)  # die mid-run, as a crashed worker would
-    kinds = faults(key)
+    kinds = faults(spec)
     if "pause" in kinds:
-        (marker_dir() / f"pause-{key}").touch()
-        while not (marker_dir() / f"release-{key}").exists():
+        (marker_dir() / f"pause-{kinds['pause']}").touch()
+        while not (marker_dir() / f"release-{kinds['pause']}").exists():
             time.sleep(0.2)
-    if "hang" in kinds or "stubborn" in kinds:
-        (marker_dir() / f"hang-{key}").touch()
+    hang = kinds.get("hang") or kinds.get("stubborn")
+    if hang is not None:
+        (marker_dir() / f"hang-{hang}").touch()
         while True:
             try:
                 time.sleep(3600)
@@ -66,9 +86,9 @@ def after_epoch(key: str) -> None:
                     raise
 
 
-def with_faults(method: Any, key: str) -> Any:
+def with_faults(method: Any, spec: Any) -> Any:
     """The method, with a NaN loss in every training step when ``nan`` is injected."""
-    if "nan" not in faults(key):
+    if "nan" not in faults(spec):
         return method
     step = method.training_step
 
@@ -81,7 +101,7 @@ def with_faults(method: Any, key: str) -> Any:
     return method
 
 
-def before_artifact(key: str, name: str, destination: str) -> None:
+def before_artifact(spec: Any, name: str, destination: str) -> None:
     """Called before an artifact is logged."""
-    if "enospc" in faults(key) and name == "predictions.npz":
+    if "enospc" in faults(spec) and name == "predictions.npz":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), destination)

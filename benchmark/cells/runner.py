@@ -114,10 +114,10 @@ def run_cell(spec: RunSpec, data: PreparedData, reference: dict[str, float], par
         mlflow.set_tags({f"mask_sha256_{s}": h for s, h in data.mask_hashes.items()})
         mlflow.log_metrics({f"count_{k}": float(v) for k, v in data.counts.items()})
         for path in data.mask_files.values():
-            log_artifact(spec.key(), Path(path), artifact_path="masks")
+            log_artifact(spec, Path(path), artifact_path="masks")
         if oracle is not None:
             mlflow.log_metrics({k: float(v) for k, v in reference.items()})
-            log_files(spec.key(), {"predictions.npz": oracle_predictions(oracle, data)})
+            log_files(spec, {"predictions.npz": oracle_predictions(oracle, data)})
             return
         train_and_log(spec, data, reference, progress)
 
@@ -125,14 +125,14 @@ def run_cell(spec: RunSpec, data: PreparedData, reference: dict[str, float], par
 def train_and_log(spec: RunSpec, data: PreparedData, reference: dict[str, float], progress: Any) -> None:
     """The method part of a cell, inside its MLflow run: train, evaluate, log metrics and artifacts."""
     seed_everything(spec.seed)
-    method = with_faults(create_method(spec.method, data.info, spec.encoders, options=spec.options), spec.key())
+    method = with_faults(create_method(spec.method, data.info, spec.encoders, options=spec.options), spec)
     epoch_task = progress.add_task(f"  epochs {spec.method}", total=spec.training.epochs) if progress else None
 
     def on_epoch(epoch: int, record: dict[str, float]) -> None:
         mlflow.log_metrics({k: float(v) for k, v in record.items() if np.isfinite(v)}, step=epoch)
         if progress is not None:
             progress.advance(epoch_task)
-        after_epoch(spec.key())  # failure injection (tests): nothing unless MEDFUSION_FAULT/_FAIL_ONCE
+        after_epoch(spec)  # failure injection (tests): nothing unless MEDFUSION_FAULT/_FAIL_ONCE
 
     t0 = time.time()
     try:
@@ -141,6 +141,7 @@ def train_and_log(spec: RunSpec, data: PreparedData, reference: dict[str, float]
         if progress is not None:
             progress.remove_task(epoch_task)
     train_seconds = time.time() - t0
+    mlflow.log_param("precision_resolved", result.precision)  # what training.precision: auto ran in
     metrics: dict[str, float] = {"train_seconds": train_seconds, "best_epoch": float(result.best_epoch),
                                  "best_val": result.best_val}
     metrics.update({f"best_epoch_{name}": float(e) for name, e in result.group_best_epochs.items()})
@@ -154,11 +155,11 @@ def train_and_log(spec: RunSpec, data: PreparedData, reference: dict[str, float]
     leak = leak_check(test_metrics, reference)
     if leak:  # marked in every leaderboard and printed at the end of the grid
         mlflow.set_tags({LEAK_TAG: "true", f"{LEAK_TAG}_reason": leak})
-    log_files(spec.key(), {"predictions.npz": predictions, "model_state_dict.pt": method.state_dict(),
+    log_files(spec, {"predictions.npz": predictions, "model_state_dict.pt": method.state_dict(),
                            "history.json": result.history})
 
 
-def log_files(key: str, files: dict[str, Any]) -> None:
+def log_files(spec: RunSpec, files: dict[str, Any]) -> None:
     """Write each object (``.npz``: arrays, ``.pt``: a state dict, ``.json``: JSON) to a temporary
     file and log it; every artifact is logged before the run may end FINISHED (``tracked_run``)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -177,15 +178,15 @@ def log_files(key: str, files: dict[str, Any]) -> None:
             raise StorageError(f"cannot write the cell's artifacts to the temporary folder {tmp}: "
                                f"{exc.strerror or exc}") from exc
         for path in paths:
-            log_artifact(key, path)
+            log_artifact(spec, path)
 
 
-def log_artifact(key: str, path: Path, artifact_path: str | None = None) -> None:
+def log_artifact(spec: RunSpec, path: Path, artifact_path: str | None = None) -> None:
     """``mlflow.log_artifact``, or one :class:`StorageError` naming where the file should have gone."""
     uri = mlflow.get_artifact_uri(artifact_path)
     destination = f"{uri[len('file://'):] if uri.startswith('file://') else uri}/{path.name}"
     try:
-        before_artifact(key, path.name, destination)
+        before_artifact(spec, path.name, destination)
         mlflow.log_artifact(str(path), artifact_path=artifact_path)
     except OSError as exc:
         raise StorageError(f"cannot write the artifact {exc.filename or destination}: {exc.strerror or exc}") from exc

@@ -72,6 +72,15 @@ def train_steps(method: FusionMethod, batch: Batch, steps: int = 2) -> dict[str,
     return out
 
 
+def trained_for_eval(name: str, data: PreparedData, encoders: EncoderConfig) -> tuple[FusionMethod, Batch]:
+    """A method after one training step on a mixed batch, in eval mode, and that batch."""
+    method = build(name, data, encoders)
+    batch = mixed_batch(data)
+    train_steps(method, batch, steps=1)
+    method.eval()
+    return method, batch
+
+
 def with_noise_in_absent(batch: Batch, seed: int = 1) -> Batch:
     """Same batch, but garbage where a modality is absent (the harness would put zeros)."""
     g = torch.Generator().manual_seed(seed)
@@ -124,10 +133,7 @@ def check_single_image_batch(name: str, data: PreparedData, encoders: EncoderCon
 
 
 def check_probabilities_are_valid(name: str, data: PreparedData, encoders: EncoderConfig) -> None:
-    method = build(name, data, encoders)
-    batch = mixed_batch(data)
-    train_steps(method, batch, steps=1)
-    method.eval()
+    method, batch = trained_for_eval(name, data, encoders)
     with torch.no_grad():
         probs = method.predict_proba(batch)
     assert probs.shape == (len(batch), data.info.num_classes), f"{name}: probabilities of shape {probs.shape}"
@@ -138,10 +144,7 @@ def check_probabilities_are_valid(name: str, data: PreparedData, encoders: Encod
 
 def check_no_peeking_at_absent_modalities(name: str, data: PreparedData, encoders: EncoderConfig) -> None:
     """Garbage in an absent modality leaves predictions unchanged."""
-    method = build(name, data, encoders)
-    batch = mixed_batch(data)
-    train_steps(method, batch, steps=1)
-    method.eval()
+    method, batch = trained_for_eval(name, data, encoders)
     with torch.no_grad():
         clean = method.predict_proba(batch)
         noisy = method.predict_proba(with_noise_in_absent(batch))
@@ -149,10 +152,7 @@ def check_no_peeking_at_absent_modalities(name: str, data: PreparedData, encoder
 
 
 def check_eval_is_independent_of_batch_composition(name: str, data: PreparedData, encoders: EncoderConfig) -> None:
-    method = build(name, data, encoders)
-    batch = mixed_batch(data)
-    train_steps(method, batch, steps=1)
-    method.eval()
+    method, batch = trained_for_eval(name, data, encoders)
     with torch.no_grad():
         full = method.predict_proba(batch)
         halves = torch.cat([method.predict_proba(sliced(batch, slice(0, 7))),

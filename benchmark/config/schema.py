@@ -55,6 +55,8 @@ class TrainingConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0        # torch intra-op threads; 0 = torch's default
     grad_clip: float = 0.0  # 0 = off
+    # auto = bf16 on CUDA, fp32 on CPU (benchmark.training.precision); part of the identity as given
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
     def validate(self, where: str) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):

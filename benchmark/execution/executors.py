@@ -151,7 +151,8 @@ class RayExecutor:
                         raise cause(exc) from None
                     except Exception as exc:  # noqa: BLE001 - retries exhausted: report, go on
                         now = monitor(True)
-                        if now != generation and resubmits[spec.key()] < self.retries:
+                        if now != generation and resubmits[spec.key()] < self.retries \
+                                and not isinstance(cause(exc), NO_RETRY):
                             resubmits[spec.key()] += 1  # it failed while the tracking server was down
                             pending[remote.remote(runner, spec)] = (spec, now)
                             continue

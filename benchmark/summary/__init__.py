@@ -11,7 +11,8 @@ dependency order:
 * ``compare``: one row against a reference at one rate (t-test + DeLong);
 * ``document``, ``formatting``: what is shown (blocks, formatted cells, figure descriptions);
 * ``tables``, ``provenance``, ``index``, ``assemble``: the documents of a dataset and of the index;
-* ``render``, ``plots``: Markdown / HTML / rich output and the figures;
+* ``headline``, ``page_data``: the ranking and per-rate verdicts, the interactive page's JSON payload;
+* ``render``, ``page``, ``plots``, ``heatmap``: Markdown / HTML page / rich output and the figures;
 * ``build``: the files written for each dataset and ``results/README.md``.
 
 Trust rules: every expected cell is shown (missing seeds counted with the reason, never dropped);

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.summary.document import Bullets, Document, FigureRef, HeatmapPlot, Heading, Paragraph, RatePlot
+from benchmark.summary.document import Bullets, Document, FigureRef, Heading, HeatmapPlot, Paragraph, RatePlot
 from benchmark.summary.formatting import fixed, rate_text
 from benchmark.summary.headline import Headline, build_headline, headline_blocks, heatmap_plot
 from benchmark.summary.load import load_all_runs, select_fingerprints

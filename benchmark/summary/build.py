@@ -1,9 +1,11 @@
 """Writing the leaderboards: per dataset ``leaderboard.md/.csv/.html`` and its plots, and the index.
 
-Per dataset it writes ``results/<dataset>/leaderboard.md``, ``.csv``, ``.html`` (one
-self-contained page) and ``auc_vs_rate_<pattern>_<protocol>.png/.svg``; ``results/README.md``
-indexes every dataset of the store and, with two or more datasets, ranks the methods across them
-(average ranks, Friedman, Nemenyi).  Output depends only on the store: rows are sorted, floats
+Per dataset it writes ``results/<dataset>/leaderboard.md``, ``.csv``, ``.html`` (the interactive,
+self-contained page of ``benchmark.summary.page``, the full report collapsed at its bottom),
+``heatmap_<pattern>_<protocol>.png/.svg`` and ``auc_vs_rate_<pattern>_<protocol>.png/.svg``;
+``results/README.md`` indexes every dataset of the store and, with two or more datasets, ranks the
+methods across them (average ranks, Friedman, Nemenyi); ``results/index.html`` is the page of the
+whole store.  Output depends only on the store: rows are sorted, floats
 formatted, the date is the latest run end time in the store, plots are written with fixed
 metadata.  Rebuilding is byte-identical.
 """

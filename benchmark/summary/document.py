@@ -126,3 +126,4 @@ class HeatmapPlot:
     colours: list[list[float]]
     title: str
     colour_label: str
+    marks: list[list[str]] = field(default_factory=list)  # per cell "best" | "tie" | "" (the paired verdicts)

@@ -175,5 +175,9 @@ def heatmap_plot(headline: Headline) -> HeatmapPlot:
         values.append(means)
         colours.append([m - b if np.isfinite(m) and np.isfinite(b) else math.nan for m, b in zip(means, ref)])
     label = "gap to Bayes (AUC)" if refs else "Δ vs best at the rate (AUC)"
-    return HeatmapPlot(f"heatmap_{s.slug}", [r.row.label for r in headline.ranked], list(s.rates), values, colours,
-                       f"test AUC ({s.pattern}, {s.protocol}); colour: {label}", label)
+    marks = [[v.status(r.row) if v.status(r.row) in ("best", "tie") else "" for v in headline.verdicts]
+             for r in headline.ranked]
+    names = [r.row.label if r.row.setting == "default" else f"{r.row.label} ({r.row.setting})" for r in headline.ranked]
+    return HeatmapPlot(f"heatmap_{s.slug}", names, list(s.rates), values, colours,
+                       f"test AUC ({s.pattern}, {s.protocol}); colour: {label}; boxed: best, bold: indistinguishable",
+                       label, marks)

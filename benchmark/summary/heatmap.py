@@ -11,6 +11,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from benchmark.summary.document import HeatmapPlot
 from benchmark.summary.plots import PNG_METADATA, SVG_METADATA, figure_files
@@ -27,13 +28,16 @@ def draw_heatmap(plot: HeatmapPlot, out_dir: Path) -> str:
     lo = float(finite.min()) if finite.size else -0.1
     vmin = min(lo, -1e-3)
     masked = np.ma.masked_invalid(colours)
-    cmap = matplotlib.colormaps["RdYlGn"].copy()
-    cmap.set_bad("#eeeeee")
+    cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#eeeeee")
     image = ax.imshow(masked, cmap=cmap, vmin=vmin, vmax=0.0, aspect="auto")
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             text = f"{values[i, j]:.3f}" if np.isfinite(values[i, j]) else "—"
-            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="#111111")
+            mark = plot.marks[i][j] if i < len(plot.marks) and j < len(plot.marks[i]) else ""
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="#111111",
+                    fontweight="bold" if mark else "normal")
+            if mark == "best":
+                ax.add_patch(Rectangle((j - 0.46, i - 0.42), 0.92, 0.84, fill=False, edgecolor="#111111", linewidth=1.4))
     ax.set_xticks(range(len(plot.rates)), [f"{r:g}" for r in plot.rates])
     ax.set_yticks(range(len(plot.methods)), plot.methods, fontsize=8)
     ax.set_xlabel("missing rate", fontsize=9)

@@ -96,7 +96,7 @@ def calibration(section: Section, row: Row, rate: float, predictions: Prediction
             conf, freq = float(p[sel].mean()), float(y[sel].mean())
             bins.append([r4(conf), r4(freq), int(sel.sum())])
             ece += sel.sum() / len(p) * abs(freq - conf)
-    return {"ece": r4(ece), "bins": bins, "n": int(len(p))}
+    return {"ece": r4(ece), "bins": bins, "n": len(p)}
 
 
 def runs_json(section: Section, row: Row, history: HistoryCache) -> tuple[list[list[dict]], dict[str, dict]]:

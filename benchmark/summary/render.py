@@ -13,6 +13,7 @@ from typing import Sequence
 
 from rich.console import Console
 from rich.markup import escape
+from rich.rule import Rule
 from rich.table import Table
 
 from benchmark.summary.document import Bullets, Cell, Document, FigureRef, Heading, Paragraph, TableView
@@ -176,11 +177,12 @@ def _plain(text: str) -> str:
 def rich_headline(dataset: str, headlines: Sequence[Headline], console: Console, width: int = 100) -> None:
     """The terminal summary: per section the ranking and one line per rate, within ``width`` columns
     (the full tables are in the files)."""
-    console.rule(f"[bold]{escape(dataset)}[/]")
+    width = min(width, console.width)
+    console.print(Rule(f"[bold]{escape(dataset)}[/]"), width=width)
     for h in headlines:
         s = h.section
         table = Table(title=escape(f"{s.pattern} / {s.protocol}: ranked by AVG test AUC"), title_justify="left",
-                      width=min(width, console.width))
+                      width=width)
         for col, justify in (("#", "right"), ("method", "left"), ("AVG AUC [95% CI]", "right"),
                              ("gap to Bayes", "right"), ("best / tied at rate", "left")):
             table.add_column(col, justify=justify, overflow="fold")
@@ -189,9 +191,9 @@ def rich_headline(dataset: str, headlines: Sequence[Headline], console: Console,
             table.add_row(str(i), escape(label), avg_text(r.avg), signed(r.gap), escape(standing(h, r.row)))
         console.print(table)
         for v in h.verdicts:
-            console.print(_plain(v.sentence()), markup=False, width=min(width, console.width), soft_wrap=False)
+            console.print(_plain(v.sentence()), markup=False, width=width, soft_wrap=False)
         gaps = [f"{r.row.label} @ {rate_text(rate)}: {c.reasons()}" for r in h.ranked for rate in s.rates
                 if (c := s.cell(r.row, rate, "test_auc")).n < c.n_expected]
         if gaps:
             shown = "; ".join(gaps[:6]) + (f"; … {len(gaps) - 6} more" if len(gaps) > 6 else "")
-            console.print(f"incomplete cells: {shown}", markup=False, width=min(width, console.width))
+            console.print(f"incomplete cells: {shown}", markup=False, width=width)

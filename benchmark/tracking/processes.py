@@ -138,6 +138,8 @@ def terminate(pids: list[int], grace: float = 10.0) -> list[int]:
     alive = [pid for pid, token in tokens.items() if token is not None]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in alive:
+            if not same_process(pid, tokens[pid]):
+                continue  # gone (its pid may already belong to another process)
             try:
                 os.kill(pid, sig)
             except (ProcessLookupError, PermissionError):
@@ -145,6 +147,8 @@ def terminate(pids: list[int], grace: float = 10.0) -> list[int]:
         deadline = time.time() + (grace if sig == signal.SIGTERM else 5.0)
         while time.time() < deadline and any(same_process(p, tokens[p]) for p in alive):
             time.sleep(0.1)
+        if not any(same_process(p, tokens[p]) for p in alive):
+            break
     return alive
 
 

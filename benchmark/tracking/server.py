@@ -61,6 +61,7 @@ class LocalMlflowServer:
         self.backend_uri = backend_uri or f"sqlite:///{(self.results_dir / 'mlflow.db').resolve()}"
         self.process: subprocess.Popen | None = None
         self.reused = False      # another live owner's server: used, never stopped by us
+        self.reused_process: tuple[int, str | None] = (0, None)
         self.restarts = 0
         self.notes: list[str] = []  # what start() found (stale servers stopped, a server reused)
 
@@ -101,6 +102,7 @@ class LocalMlflowServer:
                 raise BenchmarkError(f"a tracking server of {self.backend_uri} already runs on port {state['port']} "
                                      f"(pid {state['pid']}, started by process {state['owner_pid']}): use it")
             self.port, self.reused = int(state["port"]), True
+            self.reused_process = (int(state["pid"]), state.get("token"))
             self.notes.append(f"reusing the MLflow server {self.uri} of process {state['owner_pid']}")
             return True
         if state and state.get("host") not in (None, me["host"]):
@@ -149,12 +151,13 @@ class LocalMlflowServer:
         raise BenchmarkError(f"mlflow server did not answer on {self.uri} within {timeout:.0f} s; see {self.log_file}")
 
     def running(self, probe: bool = False) -> bool:
-        """Our process is alive (and, with ``probe``, answers /health); a reused one answers."""
+        """The server process is alive (and, with ``probe``, answers /health; a loaded machine may
+        take seconds to answer, so only after a failed cell)."""
         if self.reused:
-            return healthy(self.uri)
-        if self.process is None or self.process.poll() is not None:
-            return False
-        return not probe or healthy(self.uri, timeout=10) or healthy(self.uri, timeout=20)
+            alive = same_process(*self.reused_process)
+        else:
+            alive = self.process is not None and self.process.poll() is None
+        return alive and (not probe or healthy(self.uri, timeout=10) or healthy(self.uri, timeout=20))
 
     def ensure_running(self, probe: bool = False) -> bool:
         """Restart a server that died (same port, same backend); True if it was restarted.

@@ -2,7 +2,8 @@
 
 AdamW (unless the method configures its own optimiser), the shared epoch budget, validation-based
 model selection on the dataset's primary metric, deterministic under a seed.  The test split is
-never touched here.
+never touched here.  ``training.precision`` (``benchmark.training.precision``) autocasts the
+forward pass and the loss; with ``fp32`` (the CPU default) the loop is the plain fp32 loop.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 
 from benchmark.config.schema import TrainingConfig
 from benchmark.training.device import resolve_device
+from benchmark.training.precision import FP32_CPU, Precision
 from core.batch import PreparedData, SplitData
 from core.metrics import compute_metrics
 from methods.base import FusionMethod, OptimizerSettings, SelectionGroup
@@ -26,10 +28,11 @@ class TrainResult:
     best_val: float
     history: list[dict[str, float]] = field(default_factory=list)
     group_best_epochs: dict[str, int] = field(default_factory=dict)
+    precision: str = "fp32"          # the resolved training.precision the run trained in
 
 
 def group_validation_score(method: FusionMethod, data: PreparedData, group: SelectionGroup,
-                           device: torch.device, batch_size: int) -> float:
+                           device: torch.device, batch_size: int, precision: Precision = FP32_CPU) -> float:
     """Primary validation metric of the prediction that uses only the group's modalities.
 
     Starts from the validation mask (masked data stays removed) and scores only the rows that keep
@@ -40,7 +43,7 @@ def group_validation_score(method: FusionMethod, data: PreparedData, group: Sele
     rows = present.any(axis=1)
     if not rows.any():
         return float("nan")
-    probs = predict(method, val, data.train_prior, device, batch_size, present=present)
+    probs = predict(method, val, data.train_prior, device, batch_size, present=present, precision=precision)
     metrics = compute_metrics(data.info.task, val.labels[rows], probs[rows])
     return float(metrics.get(data.info.primary_metric, float("nan")))
 
@@ -51,11 +54,13 @@ def selection_group_state(state: dict[str, torch.Tensor], group: SelectionGroup)
 
 @torch.no_grad()
 def predict(method: FusionMethod, split: SplitData, prior: np.ndarray, device: torch.device,
-            batch_size: int, present: np.ndarray | None = None) -> np.ndarray:
+            batch_size: int, present: np.ndarray | None = None, precision: Precision | None = None) -> np.ndarray:
     """(N, K) probabilities for a split under its mask, or under another ``present`` scenario.
 
     Samples with no modality left are not shown to the method: they get the training prior.
+    ``precision`` (default: fp32) autocasts the forward pass; the probabilities are float64.
     """
+    precision = precision or Precision("fp32", device)
     method.eval()
     base_present = split.present if present is None else (np.asarray(present, bool) & split.real_present)
     usable = base_present.any(axis=1)
@@ -64,7 +69,9 @@ def predict(method: FusionMethod, split: SplitData, prior: np.ndarray, device: t
     for start in range(0, len(rows), batch_size):
         index = rows[start:start + batch_size]
         batch = split.batch(index, present=base_present[index]).without_labels()  # never the answers
-        out[index] = method.predict_proba(batch.to(device)).float().cpu().numpy()
+        with precision.autocast():
+            probs = method.predict_proba(batch.to(device, channels_last=precision.channels_last))
+        out[index] = probs.float().cpu().numpy()
     return out
 
 
@@ -73,6 +80,9 @@ def train_method(method: FusionMethod, data: PreparedData, cfg: TrainingConfig, 
     """Train with the method's stages; keep the state with the best validation primary metric."""
     device = resolve_device(cfg.device)
     method.to(device)
+    precision = Precision.for_run(cfg.precision, device, method)
+    precision.prepare(method)
+    scaler = precision.scaler()
     train, val = data.splits["train"], data.splits["val"]
     rng = np.random.default_rng(seed)
     optimizer, scheduler = method.configure_optimizer(
@@ -97,8 +107,9 @@ def train_method(method: FusionMethod, data: PreparedData, cfg: TrainingConfig, 
                     custom = (order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size))
                 batches = custom
             for index in batches:
-                batch = train.batch(np.asarray(index), train=True).to(device)
-                losses = method.training_step(batch, stage)
+                batch = train.batch(np.asarray(index), train=True).to(device, channels_last=precision.channels_last)
+                with precision.autocast():
+                    losses = method.training_step(batch, stage)
                 loss = losses["loss"]
                 if not torch.isfinite(loss):
                     values = ", ".join(f"{k}={float(v.detach()):.6g}" for k, v in losses.items())
@@ -106,10 +117,18 @@ def train_method(method: FusionMethod, data: PreparedData, cfg: TrainingConfig, 
                                              f"{n_batches}): {values}")
                 if optimizer is not None and loss.requires_grad:
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
-                    optimizer.step()
+                    if scaler is None:
+                        loss.backward()
+                        if cfg.grad_clip > 0:
+                            torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
+                        optimizer.step()
+                    else:  # fp16: scaled loss; unscale before clipping; skip steps with inf grads
+                        scaler.scale(loss).backward()
+                        if cfg.grad_clip > 0:
+                            scaler.unscale_(optimizer)
+                            torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
+                        scaler.step(optimizer)
+                        scaler.update()
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 n_batches += 1
@@ -118,7 +137,7 @@ def train_method(method: FusionMethod, data: PreparedData, cfg: TrainingConfig, 
                 scheduler.step()
             record = {f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()}
             if stage.select_model and len(val):
-                probs = predict(method, val, data.train_prior, device, cfg.eval_batch_size)
+                probs = predict(method, val, data.train_prior, device, cfg.eval_batch_size, precision=precision)
                 val_metrics = compute_metrics(data.info.task, val.labels, probs)
                 record.update({f"val_{k}": v for k, v in val_metrics.items()})
                 score = val_metrics.get(metric, float("nan"))
@@ -127,7 +146,8 @@ def train_method(method: FusionMethod, data: PreparedData, cfg: TrainingConfig, 
                     best_val, best_epoch = score, epoch
                     best_state = copy.deepcopy(method.state_dict())
                 for name, group in groups.items():
-                    group_score = group_validation_score(method, data, group, device, cfg.eval_batch_size)
+                    group_score = group_validation_score(method, data, group, device, cfg.eval_batch_size,
+                                                         precision)
                     record[f"val_{metric}_{name}"] = group_score
                     group_score = -np.inf if np.isnan(group_score) else group_score
                     if name not in group_best or group_score > group_best[name][0]:
@@ -143,11 +163,12 @@ def train_method(method: FusionMethod, data: PreparedData, cfg: TrainingConfig, 
         if group_best:
             best_epoch = max(e for _, e, _ in group_best.values())
         method.eval()
-        method.fit_on_validation(val.batch(index).to(device) for index in np.array_split(
-            np.arange(len(val)), max(1, -(-len(val) // cfg.eval_batch_size))))
-        probs = predict(method, val, data.train_prior, device, cfg.eval_batch_size)
+        method.fit_on_validation(val.batch(index).to(device, channels_last=precision.channels_last)
+                                 for index in np.array_split(np.arange(len(val)),
+                                                             max(1, -(-len(val) // cfg.eval_batch_size))))
+        probs = predict(method, val, data.train_prior, device, cfg.eval_batch_size, precision=precision)
         best_val = compute_metrics(data.info.task, val.labels, probs).get(metric, float("nan"))
     else:  # no validation split: last epoch (CMML spec's rule, applied to every method)
         best_epoch = epoch - 1
     return TrainResult(best_epoch, float(best_val) if np.isfinite(best_val) else float("nan"), history,
-                       {name: e for name, (_, e, _) in group_best.items()})
+                       {name: e for name, (_, e, _) in group_best.items()}, precision.name)

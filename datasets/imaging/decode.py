@@ -110,12 +110,17 @@ def decode_file(path: Path, prep: Preprocessing) -> np.ndarray:
 
 
 
-def finalize_float(x: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """Batch (B, C, H, W) in [0, 1] -> normalised float32."""
+def finalize_float(x: np.ndarray, prep: Preprocessing, inplace: bool = False) -> np.ndarray:
+    """Batch (B, C, H, W) in [0, 1] -> normalised float32 (``inplace``: overwrite ``x``, which
+    must then be a writable float32 array the caller owns)."""
     x = x.astype(np.float32, copy=False)
     if prep.normalize == "imagenet":
         if x.shape[1] == 3:
-            x = (x - IMAGENET_MEAN[None, :, None, None]) / IMAGENET_STD[None, :, None, None]
+            mean, std = IMAGENET_MEAN[None, :, None, None], IMAGENET_STD[None, :, None, None]
         else:
-            x = (x - IMAGENET_MEAN.mean()) / IMAGENET_STD.mean()
+            mean, std = IMAGENET_MEAN.mean(), IMAGENET_STD.mean()
+        if not inplace:
+            return (x - mean) / std
+        np.subtract(x, mean, out=x)
+        np.divide(x, std, out=x)
     return x

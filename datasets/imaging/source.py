@@ -114,10 +114,13 @@ class FileImageSource:
             out.append(stored)
         batch = np.stack(out)
         if batch.dtype == np.uint8:  # rasters: [0, 1], augment, then ImageNet mean/std
-            x = batch.astype(np.float32) / 255.0
+            # uint8 until here; every float step below works in place on one (B, C, H, W) buffer
+            # (the same operations in the same order as out-of-place ones: identical values).
+            x = batch.astype(np.float32)
+            np.divide(x, np.float32(255.0), out=x)
             if train and self.augment:
                 x = self._augment(torch.from_numpy(x), rows, view, photometric=True).numpy()
-            return finalize_float(x, self.prep)
+            return finalize_float(x, self.prep, inplace=True)
         x = batch.astype(np.float32, copy=True)
         if train and self.augment and x.ndim == 4:  # 2-D/3-D arrays: geometric part only
             x = self._augment(torch.from_numpy(x), rows, view, photometric=False).numpy()
@@ -169,10 +172,10 @@ class FileImageSource:
                              torch.stack([sin * sx, cos * sy, torch.zeros_like(cos)], 1)], 1)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        if photometric:
-            x = x * p[:, 3].view(-1, 1, 1, 1)
+        if photometric:  # in place on grid_sample's fresh output (same values as out of place)
+            x.mul_(p[:, 3].view(-1, 1, 1, 1))
             gray = (x.mean(dim=1, keepdim=True) if x.shape[1] != 3 else
                     (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]))
             mean = gray.mean(dim=(1, 2, 3), keepdim=True)
-            x = ((x - mean) * p[:, 4].view(-1, 1, 1, 1) + mean).clamp(0.0, 1.0)
+            x.sub_(mean).mul_(p[:, 4].view(-1, 1, 1, 1)).add_(mean).clamp_(0.0, 1.0)
         return x

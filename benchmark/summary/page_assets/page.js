@@ -41,6 +41,7 @@
   function sec() { return ds().sections[state.sec]; }
   function rowById(s, id) { for (var i = 0; i < s.rows.length; i++) if (s.rows[i].id === id) return s.rows[i]; return null; }
   function bayesRow(s) { for (var i = 0; i < s.rows.length; i++) if (s.rows[i].ref) return s.rows[i]; return null; }
+  function lab(r) { return r.label + (r.setting !== "default" && !r.ref ? " (" + r.setting + ")" : ""); }
   function methodRows(s) { return s.rows.filter(function (r) { return !r.ref; }); }
   function colourOf(s, id) { var i = s.rows.map(function (r) { return r.id; }).indexOf(id); return COLOURS[i % COLOURS.length]; }
   function status(s, j, id) {
@@ -81,7 +82,7 @@
     function line(i, row, avg, gap) {
       var w = avg.m === null ? 0 : Math.max(2, 110 * (avg.m - base) / Math.max(best - base, 1e-6));
       var tr = el("tr", {"class": row.ref ? "ref" : "data", "data-row": row.id},
-        el("td", {text: i}), el("td", {"class": "l", text: row.label + (row.setting !== "default" && !row.ref ? " (" + row.setting + ")" : "")}),
+        el("td", {text: i}), el("td", {"class": "l", text: lab(row)}),
         el("td", {text: fix(avg.m) + (avg.n < avg.of ? " (n=" + avg.n + " of " + avg.of + ")" : "")}),
         el("td", {"class": "l", text: ci(avg)}), el("td", {text: row.ref ? "reference" : sgn(gap)}),
         el("td", {"class": "l"}, el("span", {"class": "bar", style: "width:" + w.toFixed(1) + "px"})));
@@ -95,7 +96,7 @@
   function chip(s, id, kind, extra) {
     var r = rowById(s, id);
     return el("span", {"class": "chip " + kind, title: extra || "", on: {click: function () { selectMethod(id); }}},
-      r.label + (extra ? " " + extra : ""));
+      lab(r) + (extra ? " " + extra : ""));
   }
   function renderVerdicts() {
     var s = sec(), list = clear(document.getElementById("verdicts"));
@@ -140,7 +141,7 @@
     var cs = clear(document.getElementById("pick-colour"));
     if (bayesRow(s)) cs.appendChild(option("bayes", "gap to Bayes", state.colour === "bayes"));
     cs.appendChild(option("best", "\u0394 vs best at the rate", state.colour === "best"));
-    methodRows(s).forEach(function (r) { cs.appendChild(option(r.id, "\u0394 vs " + r.label, state.colour === r.id)); });
+    methodRows(s).forEach(function (r) { cs.appendChild(option(r.id, "\u0394 vs " + lab(r), state.colour === r.id)); });
     if (!bayesRow(s) && state.colour === "bayes") state.colour = "best";
     cs.value = state.colour;
     var ref = refMeans(s, scen), table = clear(document.getElementById("heatmap"));
@@ -156,13 +157,13 @@
     });
     var scale = Math.max.apply(null, deltas.concat([0.005]));
     s.rows.forEach(function (r) {
-      var tr = el("tr", {"class": r.ref ? "ref" : ""}, el("td", {"class": "l", text: r.label}));
+      var tr = el("tr", {"class": r.ref ? "ref" : ""}, el("td", {"class": "l", text: lab(r)}));
       s.cells[scen][r.id].rates.forEach(function (c, j) {
         var d = ref && c.m !== null && ref[j] !== null ? c.m - ref[j] : null;
         var st = scen === "test" && !r.ref ? status(s, j, r.id) : "";
         var td = el("td", {"class": "hc " + st, "data-row": r.id, "data-rate": s.rate_labels[j],
           style: "background:" + (r.ref ? "#f6f8fa" : heatColour(d, scale)), text: fix(c.m)});
-        var text = r.label + " @ " + s.rate_labels[j] + ": " + full(c) + (d !== null && !r.ref ? "; \u0394 " + sgn(d) : "") +
+        var text = lab(r) + " @ " + s.rate_labels[j] + ": " + full(c) + (d !== null && !r.ref ? "; \u0394 " + sgn(d) : "") +
           (st ? "; " + (st === "tie" ? "indistinguishable from best" : st) : "");
         td.addEventListener("mousemove", function (ev) { showTip(ev, text); });
         td.addEventListener("mouseleave", hideTip);
@@ -188,11 +189,12 @@
     if (!xs.length) { var t = svg("text", {x: W / 2, y: H / 2, "text-anchor": "middle"}); t.textContent = "no data"; root.appendChild(t); return root; }
     var x0 = opts.xmin !== undefined ? opts.xmin : Math.min.apply(null, xs), x1 = opts.xmax !== undefined ? opts.xmax : Math.max.apply(null, xs);
     var y0 = opts.ymin !== undefined ? opts.ymin : Math.min.apply(null, ys), y1 = opts.ymax !== undefined ? opts.ymax : Math.max.apply(null, ys);
+    if (opts.cap !== undefined) { y1 = Math.min(y1, opts.cap); y0 = Math.min(y0, y1 - 0.01); }
     if (x1 === x0) { x1 += 0.5; x0 -= 0.5; }
     if (y1 === y0) { y1 += 0.01; y0 -= 0.01; }
     var pad = opts.ymin === undefined ? (y1 - y0) * 0.06 : 0; y0 -= pad; y1 += pad;
     function X(v) { return L + (W - L - R) * (v - x0) / (x1 - x0); }
-    function Y(v) { return T + (H - T - B) * (1 - (v - y0) / (y1 - y0)); }
+    function Y(v) { v = Math.max(y0, Math.min(y1, v)); return T + (H - T - B) * (1 - (v - y0) / (y1 - y0)); }
     for (var k = 0; k <= 4; k++) {
       var yv = y0 + (y1 - y0) * k / 4;
       root.appendChild(svg("line", {x1: L, x2: W - R, y1: Y(yv), y2: Y(yv), stroke: "#e4e8ec"}));
@@ -248,7 +250,7 @@
     var s = sec(), scen = state.scen, series = [];
     s.rows.forEach(function (r) {
       var pts = s.cells[scen][r.id].rates.map(function (c, j) { return [s.rates[j], c.m, c.lo, c.hi, full(c)]; });
-      series.push({key: r.id, label: r.label, color: r.ref ? "#000000" : colourOf(s, r.id), points: pts, dash: r.ref ? "6 4" : null,
+      series.push({key: r.id, label: lab(r), color: r.ref ? "#000000" : colourOf(s, r.id), points: pts, dash: r.ref ? "6 4" : null,
                    band: r.ref, hidden: !!state.hidden[r.id]});
     });
     if (s.evidence) {  /* hook: the independent-evidence line, when the payload carries it */
@@ -257,7 +259,7 @@
     }
     var box = clear(document.getElementById("plot"));
     box.appendChild(linePlot({series: series, xticks: s.rates.map(function (r, j) { return [r, s.rate_labels[j]]; }),
-      xlabel: "missing rate (" + s.pattern + ", " + s.protocol + ")", ylabel: "AUC (" + scenLabel(scen) + ")", height: 290}));
+      xlabel: "missing rate (" + s.pattern + ", " + s.protocol + ")", ylabel: "AUC (" + scenLabel(scen) + ")", height: 290, cap: 1}));
     legend(document.getElementById("plot-legend"), series, function (se) { state.hidden[se.key] = !state.hidden[se.key]; renderPlot(); });
   }
   function scenLabel(key) { var l = ds().scenarios.filter(function (x) { return x[0] === key; }); return l.length ? l[0][1] : key; }
@@ -342,7 +344,7 @@
       body.appendChild(row);
       if (state.open === x.key) {
         var p = x.p, lines = ["AUC: " + full(x.c)];
-        if (p) lines.push("vs best (" + rowById(x.s, p.ref).label + "): \u0394 " + sgn(p.d) + " [" + sgn(p.lo) + ", " + sgn(p.hi) +
+        if (p) lines.push("vs best (" + lab(rowById(x.s, p.ref)) + "): \u0394 " + sgn(p.d) + " [" + sgn(p.lo) + ", " + sgn(p.hi) +
           "], paired t " + ptext(p.pt) + ", DeLong " + (p.pd === null ? (p.note || "n/a") : ptext(p.pd)) + ", n=" + p.n + " seeds: " +
           (p.v === "sig" ? "significantly worse" : "not significant (indistinguishable)"));
         var link = el("a", {href: "#method", text: "per-method view \u2192", on: {click: function () {
@@ -369,7 +371,7 @@
     var s = sec(), rows = methodRows(s);
     if (!state.method || !rowById(s, state.method)) state.method = rows.length ? rows[0].id : null;
     var pm = clear(document.getElementById("pick-method")), pr = clear(document.getElementById("pick-rate"));
-    rows.forEach(function (r) { pm.appendChild(option(r.id, r.label + (r.setting !== "default" ? " (" + r.setting + ")" : ""), r.id === state.method)); });
+    rows.forEach(function (r) { pm.appendChild(option(r.id, lab(r), r.id === state.method)); });
     s.rate_labels.forEach(function (l, j) { pr.appendChild(option(j, "rate " + l, j === state.rate)); });
     if (state.rate >= s.rates.length) state.rate = 0;
     var box = clear(document.getElementById("method-body"));
@@ -423,10 +425,8 @@
   /* ------------------------------------------------------------------ wiring */
   function renderAll() { renderHeader(); renderRanking(); renderVerdicts(); renderHeatmap(); renderPlot(); renderTable(); renderMethod(); }
   var pickDs = document.getElementById("pick-dataset");
-  if (DATA.datasets.length > 1) {
-    DATA.datasets.forEach(function (d, i) { pickDs.appendChild(option(i, d.name, i === 0)); });
-    pickDs.addEventListener("change", function () { state.ds = +pickDs.value; state.sec = 0; state.method = null; renderAll(); });
-  } else pickDs.parentNode.style.display = "none";
+  DATA.datasets.forEach(function (d, i) { pickDs.appendChild(option(i, d.name, i === 0)); });
+  pickDs.addEventListener("change", function () { state.ds = +pickDs.value; state.sec = 0; state.method = null; renderAll(); });
   document.getElementById("pick-section").addEventListener("change", function (ev) { state.sec = +ev.target.value; state.method = null; renderAll(); });
   document.getElementById("pick-scenario").addEventListener("change", function (ev) { state.scen = ev.target.value; renderHeatmap(); renderPlot(); });
   document.getElementById("pick-colour").addEventListener("change", function (ev) { state.colour = ev.target.value; renderHeatmap(); });
