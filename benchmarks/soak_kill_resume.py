@@ -1,14 +1,15 @@
 """Soak test of crash safety (#21): kill a real grid N times at random points, then let it finish.
 
-Usage: python benchmarks/soak_kill_resume.py [--kills 5] [--executor local|ray|both] [--grid small|tiny]
-                                             [--workers 2] [--seed 0] [--keep DIR]
+Usage: python benchmarks/soak_kill_resume.py [--kills 5] [--executor local|ray|both]
+           [--grid small|tiny] [--workers 2] [--seed 0] [--keep DIR]
 
 For each executor, in a fresh results folder: start ``python -m benchmark.run`` and SIGKILL the
 driver (only the driver: ``kill -9 <pid>``) at a random point, N times; odd kills at a random
 time after the start (start-up, the MLflow server or Ray starting, the first cells), even kills a
 random 0-6 s after the next cell finished (mid-grid, a cell in flight).  After each kill, every
-process the attempt started must be gone within 30 s (they carry a marker variable in their
-environment).  Then one final rerun must finish, and the checks are:
+process the attempt started must be gone within 30 s (found by a marker variable in their
+environment, and by the driver's session: each driver is started in a session of its own).
+Then one final rerun must finish, and the checks are:
 
 * every cell of the grid FINISHED exactly once;
 * no RUNNING run left (children nor parents), every killed invocation closed as KILLED;
@@ -44,7 +45,7 @@ sys.path.insert(0, str(REPO))
 from benchmark.cells.runner import CellRunner  # noqa: E402
 from benchmark.config import load_config  # noqa: E402
 from benchmark.grid import build_grid  # noqa: E402
-from benchmark.tracking.processes import processes_with_env, terminate  # noqa: E402
+from benchmark.tracking.processes import processes_in_session, processes_with_env, terminate  # noqa: E402
 
 MARK = "MEDFUSION_SOAK"
 
@@ -81,12 +82,21 @@ def finished_cells(db: Path) -> int:
     return rows[0][0] if rows else 0
 
 
-def wait_orphans(marker: str, timeout: float = 30.0) -> dict[int, str]:
+def leftovers(marker: str, sessions: list[int]) -> dict[int, str]:
+    """Processes of the attempts: the marker in their environment, or the session of their driver
+    (each driver runs in a session of its own; Ray's agents blank their environment)."""
+    found = processes_with_env(MARK, marker)
+    for session in sessions:
+        found.update(processes_in_session(session))
+    return found
+
+
+def wait_orphans(marker: str, sessions: list[int], timeout: float = 30.0) -> dict[int, str]:
     deadline = time.time() + timeout
-    left = processes_with_env(MARK, marker)
+    left = leftovers(marker, sessions)
     while left and time.time() < deadline:
         time.sleep(0.5)
-        left = processes_with_env(MARK, marker)
+        left = leftovers(marker, sessions)
     return left
 
 
@@ -122,11 +132,12 @@ def soak(executor: str, kills: int, grid: str, workers: int, rng: random.Random,
         cmd += ["--executor", "ray", "--workers", str(workers)]
     db = results / "mlflow.db"
     orphans: dict[int, str] = {}
-    notes, killed_pids = [], []
+    notes, killed_pids, sessions = [], [], []
     started = time.time()
     for i in range(kills):
         log = open(root / executor / f"attempt-{i}.log", "w")
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        sessions.append(proc.pid)
         t0, before = time.time(), finished_cells(db)
         if i % 2 == 0:  # a random time after the start
             delay = rng.uniform(1.0, 20.0 if executor == "local" else 45.0)
@@ -146,17 +157,19 @@ def soak(executor: str, kills: int, grid: str, workers: int, rng: random.Random,
             killed_pids.append(proc.pid)
         proc.wait()
         log.close()
-        left = wait_orphans(marker)
+        left = wait_orphans(marker, sessions)
         if left:
             orphans.update(left)
             terminate(sorted(left))  # so the next attempt starts clean; still counted
         print(f"  {executor} kill {i + 1}/{kills}: {how}; {finished_cells(db)}/{len(expected)} finished; "
               f"{len(left)} orphan(s)", flush=True)
     log = open(root / executor / "final.log", "w")
-    final = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=7200)
+    final = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    sessions.append(final.pid)
+    final.wait(timeout=7200)
     log.close()
     wall = time.time() - started
-    left = wait_orphans(marker)
+    left = wait_orphans(marker, sessions)
     orphans.update(left)
     terminate(sorted(left))
     return check(executor, results, expected, reference, final.returncode, killed_pids, orphans, notes, wall)

@@ -25,7 +25,8 @@ import benchmark.cells.runner as cell_runner
 import benchmark.execution.publish as publish_module
 import benchmark.leaderboard as leaderboard_module
 import benchmark.run as run_module
-from benchmark.tracking.processes import host_name, processes_with_env, start_token, terminate
+import benchmark.tracking.store as store_module
+from benchmark.tracking.processes import host_name, processes_in_session, processes_with_env, start_token, terminate
 from benchmark.tracking.server import STORE_ENV, LocalMlflowServer
 from benchmark.tracking.store import KILLED_REASON, Tracker, TrackingUnavailable
 from core.errors import BenchmarkError
@@ -145,27 +146,36 @@ def spawn(tmp_path):
         full = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MEDFUSION_FAULT")}
         full.update(PYTHONPATH=str(REPO), MEDFUSION_FAIL_DIR=str(tmp_path), **{MARK: marker}, **env)
         log = open(tmp_path / f"driver-{len(procs)}.log", "w")
+        # Its own session: what it starts without a session of its own is found by the session id.
         proc = subprocess.Popen([sys.executable, "-m", "benchmark.run", *args], cwd=REPO, env=full,
-                                stdout=log, stderr=subprocess.STDOUT)
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         proc.log_path = log.name
         procs.append(proc)
         return proc
 
+    def left() -> dict[int, str]:
+        """Processes started by the drivers: by the marker in their environment or their session."""
+        found = processes_with_env(MARK, marker)
+        for proc in procs:
+            found.update(processes_in_session(proc.pid))
+        return found
+
     start.marker = marker
+    start.left = left
     yield start
     for proc in procs:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
-    terminate(sorted(processes_with_env(MARK, marker)), grace=5)
+    terminate(sorted(left()), grace=5)
 
 
-def descendants_gone(marker: str, timeout: float = 30.0) -> dict[int, str]:
+def descendants_gone(spawn, timeout: float = 30.0) -> dict[int, str]:
     deadline = time.time() + timeout
-    left = processes_with_env(MARK, marker)
+    left = spawn.left()
     while left and time.time() < deadline:
         time.sleep(0.5)
-        left = processes_with_env(MARK, marker)
+        left = spawn.left()
     return left
 
 
@@ -225,6 +235,28 @@ def test_kill_9_of_the_driver_then_rerun_leaves_nothing_running(tmp_path, spawn)
     assert len(killed) == 1 and f"driver process {proc.pid}" in killed[0].data.tags[KILLED_REASON]
     attempts = [r for r in children(results) if cell_of(r) == victim]
     assert "KILLED" in [r.info.status for r in attempts] and "FINISHED" in [r.info.status for r in attempts]
+
+
+def test_a_store_being_created_when_the_driver_dies_is_not_left_half_made(tmp_path, monkeypatch):
+    """MLflow creates its tables in place; a kill meanwhile left a store every later start refused."""
+    db = tmp_path / "results" / "mlflow.db"
+    db.parent.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (db.parent / f".mlflow.db.init-{dead.pid}").write_text("left by a killed process")
+
+    def dies_half_way(uri, artifact_root):
+        with sqlite3.connect(uri[len("sqlite:///"):]) as con:
+            con.execute("create table webhooks (webhook_id varchar(256))")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module, "SqlAlchemyStore", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        Tracker(f"sqlite:///{db}", db.parent)
+    assert not db.exists() and not list(db.parent.glob(".mlflow.db.init-*"))
+    monkeypatch.undo()
+    tracker = Tracker(f"sqlite:///{db}", db.parent)  # the next start creates it whole
+    assert tracker.experiment_id("synthetic") and db.exists()
 
 
 # --- Ctrl-C ---------------------------------------------------------------------------------------
@@ -414,10 +446,18 @@ def test_the_server_dies_with_its_driver_and_stale_servers_are_stopped(tmp_path,
     finally:
         if owner.poll() is None:
             owner.kill()
-    # An orphaned uvicorn (its mlflow parent SIGKILLed) is found and stopped by the next start.
-    first = LocalMlflowServer(results).start()
-    os.kill(first.process.pid, signal.SIGKILL)
-    first.process.wait(timeout=10)
+    # An orphaned uvicorn (its mlflow parent SIGKILLed, then its driver) is found and stopped by
+    # the next start.
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(results)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        owner.stdout.readline()
+        os.kill(json.loads((results / "mlflow.db-server.json").read_text())["pid"], signal.SIGKILL)
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(timeout=30)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+    time.sleep(1)
     orphans = processes_with_env(STORE_ENV, backend)
     assert len(orphans) == 1 and "uvicorn" in next(iter(orphans.values()))
     second = LocalMlflowServer(results)
@@ -455,7 +495,7 @@ def test_ray_kill_9_of_the_driver_leaves_no_orphan_and_the_rerun_survives_a_serv
              "both workers to hang", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    left = descendants_gone(spawn.marker)  # mlflow server, uvicorn, Ray's processes and workers
+    left = descendants_gone(spawn)  # mlflow server, uvicorn, Ray's processes and workers
     assert not left, left
     # The rerun resumes; its MLflow server is killed while a cell is in flight and restarted; the
     # other cell's loss is NaN (FAILED with the reason, the grid goes on).
@@ -470,5 +510,5 @@ def test_ray_kill_9_of_the_driver_leaves_no_orphan_and_the_rerun_survives_a_serv
     assert "driver process" in log and "is gone" in log  # the killed invocation was closed
     assert_complete(results, 6, failed=(second,))
     assert "FAILED" in [r.info.status for r in latest_attempts(results)[second]]
-    assert not descendants_gone(spawn.marker)
+    assert not descendants_gone(spawn)
     assert not (results / "mlflow.db-server.json").exists()

@@ -21,6 +21,7 @@ import torch
 from benchmark.cells.evaluate import evaluate_method, leak_check, oracle_predictions, oracle_reference
 from benchmark.cells.faults import after_epoch, before_artifact, with_faults
 from benchmark.config.schema import DatasetSection
+from benchmark.grid.fingerprint import git_commit
 from benchmark.grid.spec import RunSpec
 from benchmark.tracking.runs import tracked_run
 from benchmark.tracking.store import KEY_TAG, LEAK_TAG, StorageError, Tracker, storage_error
@@ -99,6 +100,7 @@ def run_tags(spec: RunSpec, parent_id: str) -> dict[str, str]:
     tags.update({k: str(v) for k, v in (spec.tuned or {}).items()})
     # What the run computed with (the leaderboard keeps one code/data fingerprint per row).
     tags.update({f"{k}_fingerprint": v for k, v in (spec.fingerprint or {}).items() if v})
+    tags["mlflow.source.git.commit"] = git_commit()
     return tags
 
 

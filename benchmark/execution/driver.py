@@ -153,7 +153,8 @@ def execute(cfg: BenchmarkConfig, grid: Sequence[RunSpec], uri: str, console: Co
             except TrackingUnavailable:
                 raise  # nothing can be written: the next start closes what is left RUNNING
             except BaseException as exc:  # the cells in flight (Ray workers) go down with the grid
-                why = f"interrupted: {exc}" if isinstance(exc, KeyboardInterrupt) else f"the grid stopped: {message(exc)}"
+                why = f"interrupted: {exc}" if isinstance(exc, KeyboardInterrupt) else \
+                    f"the grid stopped: {message(exc)}"
                 try:
                     tracker.close_children(exp_id, parent.info.run_id, why)
                 except Exception:  # noqa: BLE001 - the store went away: the next start closes them

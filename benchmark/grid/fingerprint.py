@@ -22,6 +22,7 @@ import ast
 import hashlib
 import importlib.util
 import json
+import subprocess
 from functools import lru_cache
 from pathlib import Path
 
@@ -145,3 +146,15 @@ def run_fingerprint(method: str | None, section: DatasetSection, encoders: Encod
     """The code, data and weights fingerprints of one cell (the oracle has no weights)."""
     return {"code": code_fingerprint(method, section.name), "data": data_fingerprint(section),
             "weights": weights_fingerprint(encoders) if method is not None else ""}
+
+
+@lru_cache(maxsize=None)
+def git_commit() -> str:
+    """The commit of this checkout ("unknown" outside a git work tree or without git).  Logged on
+    every run explicitly: MLflow's own source tags are missing when a Ray worker starts the run."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    head = out.stdout.strip()
+    return head if out.returncode == 0 and head else "unknown"

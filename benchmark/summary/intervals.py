@@ -143,4 +143,5 @@ def honest_interval(values: Sequence[float], effects: Sequence[SampleEffects] | 
     df = math.inf if seed_part <= 0 else (var ** 2) * (n - 1) / seed_part ** 2
     quantile = float(sps.norm.ppf(0.5 + level / 2)) if math.isinf(df) else float(sps.t.ppf(0.5 + level / 2, df))
     half = quantile * math.sqrt(max(var, 0.0))
-    return Summary(n, mean, std, mean - half, mean + half), True
+    # Every metric here (AUC, accuracy) lives in [0, 1]: a bound outside it says nothing more.
+    return Summary(n, mean, std, max(0.0, mean - half), min(1.0, mean + half)), True

@@ -6,23 +6,16 @@ store gives the same bytes.
 """
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
 
 import pandas as pd
 
+from benchmark.grid.fingerprint import git_commit
 from benchmark.summary.load import FAILED_STATUSES, latest_per_key
 
 
 def git_head() -> str:
-    """The commit of this checkout ("unknown" outside a git work tree or without git)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    head = out.stdout.strip()
-    return head if out.returncode == 0 and head else "unknown"
+    """The commit of this checkout, which builds the leaderboard."""
+    return git_commit()
 
 
 def latest_end(runs: pd.DataFrame) -> str:

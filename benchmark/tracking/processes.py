@@ -132,6 +132,20 @@ def processes_with_env(name: str, value: str) -> dict[int, str]:
     return found
 
 
+def processes_in_session(session: int) -> dict[int, str]:
+    """Live processes of a session (e.g. of a driver started with ``start_new_session``): found even
+    when they renamed themselves and blanked their environment (Ray's agents do)."""
+    found = {}
+    if not PROC.is_dir():
+        return found
+    for entry in PROC.iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            fields = proc_stat(int(entry.name))
+            if fields and len(fields) > 3 and fields[0] not in ("Z", "X") and int(fields[3]) == session:
+                found[int(entry.name)] = command_line(int(entry.name))
+    return found
+
+
 def terminate(pids: list[int], grace: float = 10.0) -> list[int]:
     """SIGTERM, then SIGKILL after ``grace`` seconds; returns the pids that were still running."""
     tokens = {pid: start_token(pid) for pid in pids}

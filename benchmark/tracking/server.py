@@ -13,8 +13,9 @@ Crash safety:
 * a state file next to the SQLite store (``<db>-server.json``, e.g. ``results/mlflow.db-server.json``)
   records its pid, start token, port, backend and owner.  On start, a healthy server of the
   same backend whose owner is alive (``make server``, another grid) is reused; any other process
-  this harness started for that backend (found by the ``MEDFUSION_SERVER_STORE`` variable in its
-  environment, so an orphaned uvicorn too) is stopped and the file replaced;
+  this harness started for that backend whose owner is gone (found by the variables
+  ``MEDFUSION_SERVER_STORE`` and ``MEDFUSION_SERVER_OWNER`` in its environment, so an orphaned
+  uvicorn too) is stopped and the file replaced;
 * :meth:`LocalMlflowServer.ensure_running`: a server that died mid-grid is restarted on the same
   port (workers keep their tracking URI); if that fails, :class:`TrackingUnavailable`.
 """
@@ -29,18 +30,25 @@ import time
 import urllib.request
 from pathlib import Path
 
-from benchmark.tracking.processes import (bound_to_driver, processes_with_env, same_process, start_token,
-                                          terminate, this_process)
-from benchmark.tracking.store import TrackingUnavailable, sqlite_path
+from benchmark.tracking.processes import (bound_to_driver, environment, processes_with_env, same_process,
+                                          start_token, terminate, this_process)
+from benchmark.tracking.store import TrackingUnavailable, ensure_store, sqlite_path
 from core.errors import BenchmarkError
 
 STORE_ENV = "MEDFUSION_SERVER_STORE"  # set in the server's environment, inherited by its uvicorn
+OWNER_ENV = "MEDFUSION_SERVER_OWNER"  # "<pid>:<start token>" of the process that started it
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def owner_alive(owner: str) -> bool:
+    """``<pid>:<start token>`` names a live process (another grid or ``make server``)."""
+    pid, _, token = owner.partition(":")
+    return pid.isdigit() and same_process(int(pid), token)
 
 
 def healthy(uri: str, timeout: float = 5.0) -> bool:
@@ -107,7 +115,8 @@ class LocalMlflowServer:
             return True
         if state and state.get("host") not in (None, me["host"]):
             self.notes.append(f"{self.state_file} names a server on {state['host']}: left alone, replaced here")
-        stale = processes_with_env(STORE_ENV, self.backend_uri)
+        stale = {pid: cmd for pid, cmd in processes_with_env(STORE_ENV, self.backend_uri).items()
+                 if not owner_alive(environment(pid).get(OWNER_ENV, ""))}
         if stale:
             terminate(sorted(stale))
             self.notes.append(f"stopped {len(stale)} stale MLflow server process(es) of this store: "
@@ -117,6 +126,7 @@ class LocalMlflowServer:
 
     def launch(self, timeout: float = 120.0) -> "LocalMlflowServer":
         self.reused = False
+        ensure_store(self.backend_uri)  # never let the server create the tables in place
         log = open(self.log_file, "ab")
         artifacts = (self.results_dir / "mlartifacts").resolve().as_uri()
         cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend_uri,
@@ -124,14 +134,14 @@ class LocalMlflowServer:
                "--workers", "1"]
         # No server-side job runner: MLflow 3 otherwise forks 7 huey consumers (about 35 s of CPU
         # at start-up, measured on 2 cores) that the benchmark never uses.
+        me = this_process()
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-               STORE_ENV: self.backend_uri}
+               STORE_ENV: self.backend_uri, OWNER_ENV: f"{me['pid']}:{me['token']}"}
         try:
             self.process = subprocess.Popen(bound_to_driver(cmd), stdout=log, stderr=subprocess.STDOUT, env=env,
                                             start_new_session=True)
         finally:
             log.close()
-        me = this_process()
         state = {"pid": self.process.pid, "token": start_token(self.process.pid) or "", "port": self.port,
                  "backend_uri": self.backend_uri, "host": me["host"], "owner_pid": me["pid"],
                  "owner_token": me["token"], "started": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -191,7 +201,9 @@ class LocalMlflowServer:
                 except subprocess.TimeoutExpired:
                     os.killpg(self.process.pid, 9)
                     self.process.wait(timeout=10)
-            leftovers = processes_with_env(STORE_ENV, self.backend_uri)
+            mine = f"{os.getpid()}:{this_process()['token']}"
+            leftovers = [pid for pid in processes_with_env(STORE_ENV, self.backend_uri)
+                         if environment(pid).get(OWNER_ENV) == mine]
             if leftovers:
                 terminate(sorted(leftovers), grace=5.0)
             state = self.read_state()

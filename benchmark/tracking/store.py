@@ -33,6 +33,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 import mlflow  # noqa: E402
 from mlflow.entities import RunStatus  # noqa: E402
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from benchmark.tracking.processes import same_process, this_process  # noqa: E402
@@ -64,10 +65,39 @@ class TrackingUnavailable(BenchmarkError):
 
 def resolve_tracking_uri(cli_uri: str | None, config_uri: str | None, results_dir: Path) -> str:
     uri = cli_uri or _USER_TRACKING_URI or config_uri
-    if uri:
-        return uri
-    ensure_writable(results_dir)
-    return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
+    if not uri:
+        ensure_writable(results_dir)
+        uri = f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
+    ensure_store(uri)
+    return uri
+
+
+def ensure_store(uri: str) -> None:
+    """A new SQLite store is created complete or not at all.  MLflow creates its tables in place,
+    and a process killed meanwhile (seen: the local server killed with its driver at start-up)
+    left a store that every later start refused ("table ... already exists").  So the tables are
+    made in a temporary file, then hard-linked into place (never over a store another process
+    created meanwhile)."""
+    db = sqlite_path(uri)
+    if db is None or db.exists():
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    for old in db.parent.glob(f".{db.name}.init-*"):  # left by a process killed while creating one
+        pid = old.name.rpartition("-")[2]
+        if not pid.isdigit() or not same_process(int(pid), None):
+            old.unlink(missing_ok=True)
+    tmp = db.with_name(f".{db.name}.init-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        store = SqlAlchemyStore(f"sqlite:///{tmp.resolve()}", (db.parent / "mlartifacts").resolve().as_uri())
+        store.engine.dispose()
+        os.link(tmp, db)
+    except FileExistsError:
+        pass  # another process created the store first: use it
+    except OSError as exc:
+        raise StorageError(f"cannot create the MLflow store {db}: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def ensure_writable(folder: Path) -> None:
@@ -141,6 +171,7 @@ class Tracker:
     def __init__(self, tracking_uri: str, results_dir: Path) -> None:
         self.uri = tracking_uri
         self.results_dir = results_dir
+        ensure_store(tracking_uri)
         mlflow.set_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri)
 

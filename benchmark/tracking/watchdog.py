@@ -1,16 +1,19 @@
 """The driver's watchdog: when the driver dies, whatever it started dies too.
 
 ``python -I -S watchdog.py <driver pid> <NAME> <value>`` (standard library only, no project import,
-so it starts in milliseconds).  The driver puts ``NAME=value`` in its own environment before it
-starts anything (the MLflow server, Ray's GCS, raylet, agents and workers), so every process of
-the grid inherits it.  The watchdog sets a parent-death signal (SIGTERM, Linux) and also polls its
-parent once a second; when the driver is gone, or when the driver stops it with SIGTERM at the end
-of the grid, it sends SIGTERM to every other process carrying ``NAME=value``, then SIGKILL to
-those still there after a grace period, and exits.
+so it starts in milliseconds).  While the driver lives, the watchdog records, once a second, every
+descendant of the driver that appeared after the watchdog started (pid and start time): the MLflow
+server and its uvicorn, Ray's GCS, raylet, agents and workers.  The driver also puts ``NAME=value``
+in its environment before it starts anything, which those processes inherit.  When the driver is
+gone (a parent-death signal, SIGTERM, on Linux; and a poll of the parent once a second), or when
+the driver stops the watchdog with SIGTERM at the end of the grid, the watchdog sends SIGTERM to
+every recorded process still running (same start time), every process carrying ``NAME=value`` and
+whatever those started, then SIGKILL to those still there after a grace period, and exits.
 
-Why: Ray's own fate sharing covers its core processes, but its dashboard and runtime-env agents
-only start watching the raylet once their start-up completed; a driver killed during that
-window left both running for good (seen in ``tests/test_faults.py``).
+Why both: Ray's fate sharing covers its core processes, but its dashboard and runtime-env agents
+can outlive a killed driver (they watch the raylet only once their start-up completed, and their
+exit may hang on the dead GCS), and they rename themselves (``setproctitle``), which blanks their
+``/proc/<pid>/environ``: only the process tree recorded beforehand finds them.
 """
 from __future__ import annotations
 
@@ -21,40 +24,70 @@ import sys
 import time
 
 GRACE_SECONDS = 8.0
+Table = dict  # pid -> (ppid, start time, state)
 
 
-def marked(name: str, value: str, exclude: set[int]) -> list[int]:
-    wanted = f"{name}={value}".encode()
-    found = []
+def table() -> Table:
+    out = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in exclude:
+        if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if wanted not in f.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{entry}/stat") as f:
-                if f.read().rpartition(")")[2].split()[0] in ("Z", "X"):
-                    continue
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rpartition(b")")[2].split()
+            out[int(entry)] = (int(fields[1]), fields[19], fields[0])
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def descendants(roots: set[int], procs: Table) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = set(), list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
+
+
+def marked(name: str, value: str, procs: Table) -> set[int]:
+    wanted = f"{name}={value}".encode()
+    found = set()
+    for pid in procs:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if wanted in f.read().split(b"\0"):
+                    found.add(pid)
         except OSError:
             continue
-        found.append(int(entry))
     return found
 
 
-def sweep(name: str, value: str, exclude: set[int]) -> None:
-    for sig, wait in ((signal.SIGTERM, GRACE_SECONDS), (signal.SIGKILL, 2.0)):
-        targets = marked(name, value, exclude)
-        for pid in targets:
+def targets(known: dict[int, bytes], name: str, value: str, exclude: set[int]) -> set[int]:
+    procs = {p: v for p, v in table().items() if v[2] not in (b"Z", b"X")}
+    found = {p for p, start in known.items() if p in procs and procs[p][1] == start}
+    found |= marked(name, value, procs)
+    found |= descendants(found, procs)
+    return found - exclude
+
+
+def sweep(known: dict[int, bytes], name: str, value: str, exclude: set[int]) -> None:
+    for sig, wait in ((signal.SIGTERM, GRACE_SECONDS), (signal.SIGKILL, 3.0)):
+        found = targets(known, name, value, exclude)
+        for pid in found:
             try:
                 os.kill(pid, sig)
             except OSError:
                 pass
         deadline = time.time() + wait
-        while targets and time.time() < deadline:
+        while found and time.time() < deadline:
             time.sleep(0.2)
-            targets = marked(name, value, exclude)
-        if not targets:
+            found = targets(known, name, value, exclude)
+        if not found:
             return
 
 
@@ -64,9 +97,17 @@ def main(driver: int, name: str, value: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
+    me = os.getpid()
+    procs = table()
+    before = {(p, procs[p][1]) for p in descendants({driver}, procs)}  # the driver's own, not the grid's
+    known: dict[int, bytes] = {}
     while not stop and os.getppid() == driver:
+        procs = table()
+        for pid in descendants({driver}, procs) - {me}:
+            if (pid, procs[pid][1]) not in before:
+                known[pid] = procs[pid][1]
         time.sleep(1.0)
-    sweep(name, value, {os.getpid(), driver} if os.getppid() == driver else {os.getpid()})
+    sweep(known, name, value, {me, driver} | {p for p, _ in before})
 
 
 if __name__ == "__main__":
