@@ -36,6 +36,7 @@ from benchmark.cells.runner import CellRunner
 from benchmark.config.loading import dump_config
 from benchmark.config.schema import BenchmarkConfig
 from benchmark.execution.executors import Executor, LocalExecutor, RayExecutor, message
+from benchmark.execution.interrupts import as_interrupted
 from benchmark.grid.spec import RunSpec
 from benchmark.tracking.processes import INVOCATION_ENV, start_watchdog, stop_watchdog
 from benchmark.tracking.runs import tracked_run
@@ -153,13 +154,15 @@ def execute(cfg: BenchmarkConfig, grid: Sequence[RunSpec], uri: str, console: Co
             except TrackingUnavailable:
                 raise  # nothing can be written: the next start closes what is left RUNNING
             except BaseException as exc:  # the cells in flight (Ray workers) go down with the grid
+                if isinstance(exc, KeyboardInterrupt):
+                    exc = as_interrupted(exc)
                 why = f"interrupted: {exc}" if isinstance(exc, KeyboardInterrupt) else \
                     f"the grid stopped: {message(exc)}"
                 try:
                     tracker.close_children(exp_id, parent.info.run_id, why)
                 except Exception:  # noqa: BLE001 - the store went away: the next start closes them
                     pass
-                raise
+                raise exc
     outcome.seconds = time.time() - started
     outcome.server_restarts = monitor.server.restarts if monitor is not None and monitor.server is not None else 0
     console.print(f"grid done in {outcome.seconds:.0f} s")

@@ -33,6 +33,13 @@ class State:
     installed = False
 
 
+def as_interrupted(exc: KeyboardInterrupt) -> KeyboardInterrupt:
+    """The signal behind a ``KeyboardInterrupt`` that a library re-raised bare (``ray.wait`` does)."""
+    if isinstance(exc, Interrupted) or State.received is None:
+        return exc
+    return Interrupted(State.received)
+
+
 def exit_status(default: int = 130) -> int:
     return 128 + State.received if State.received is not None else default
 

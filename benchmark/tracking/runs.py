@@ -67,8 +67,8 @@ def tracked_run(experiment_id: str, run_name: str, tags: dict[str, str], nested:
         end_active(run.info.run_id, RunStatus.to_string(RunStatus.KILLED), write=False)
         raise
     except (KeyboardInterrupt, SystemExit) as exc:
-        end_active(run.info.run_id, RunStatus.to_string(RunStatus.KILLED),
-                   {KILLED_REASON: f"interrupted: {describe(exc)}"})
+        why = str(exc) if isinstance(exc, KeyboardInterrupt) and str(exc) else describe(exc)  # "SIGINT received"
+        end_active(run.info.run_id, RunStatus.to_string(RunStatus.KILLED), {KILLED_REASON: f"interrupted: {why}"})
         raise
     except BaseException as exc:
         end_active(run.info.run_id, RunStatus.to_string(RunStatus.FAILED), {FAILURE_REASON: describe(exc)})
