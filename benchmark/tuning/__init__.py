@@ -53,5 +53,5 @@ from benchmark.tuning.tuned_files import (TUNED_FILE_VERSION, StudyResult, Tuned
 __all__ = ["TUNABLE_TRAINING", "TUNED_FILE_VERSION", "TUNE_CONFIG", "ParamSpec", "PrunerSection", "SamplerSection",
            "StudyResult", "TuneConfig", "TunedParams", "TuningView", "apply_tuned", "check_tuning", "counted",
            "default_params", "load_tune_config", "load_tuned", "method_space", "parse_param", "prepare_tuning_data",
-           "resolve_params", "run_study", "run_trial", "shared_space", "storage_url", "study_fingerprint",
+           "resolve_params", "run_study", "split_params", "run_trial", "shared_space", "storage_url", "study_fingerprint",
            "study_name", "study_space", "template_cell", "tune", "tuned_context", "tuned_path", "write_tuned"]
