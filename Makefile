@@ -12,10 +12,12 @@ ARGS ?=
 export MLFLOW_DISABLE_TELEMETRY := true
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 
-.PHONY: setup bench tune test leaderboard ui server help
+.PHONY: setup bench bench-tuned scenarios tune test leaderboard ui server help
 
 help:
 	@echo "make bench [DATASET=synthetic] [ARGS='--missing-rate 0.3']  run the benchmark grid"
+	@echo "make scenarios [ARGS='--suite-entries interaction']         run the scenario suite -> results/scenarios/"
+	@echo "make bench-tuned [TRIALS=8]                                  tune every method (same budget), evaluate the grid"
 	@echo "make test                                                   run the test suite"
 	@echo "make leaderboard                                            rebuild leaderboards from MLflow"
 	@echo "make tune [DATASET=synthetic] ARGS='--methods late_fusion --trials 20'  equal-budget Optuna tuning"
@@ -39,6 +41,19 @@ setup: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmark.run --dataset $(DATASET) --results-dir $(RESULTS) $(ARGS)
+
+# Every registered method x the synthetic scenarios (configs/suites/scenarios.yaml); its own store
+# results/scenarios/mlflow.db, per-entry leaderboards and summary.md|csv|html next to it.
+scenarios: $(STAMP)
+	$(PY) -m benchmark.run --suite scenarios $(ARGS)
+
+# The tuned headline (README): every registered method tuned with the same Optuna budget
+# (configs/tune.yaml: TRIALS trials x tuning seeds x the shared max_epochs/patience, at one rate),
+# then the tuned parameters evaluated over the whole grid on the evaluation seeds.
+TRIALS ?= 8
+bench-tuned: $(STAMP)
+	$(PY) -m benchmark.tune --dataset $(DATASET) --results-dir $(RESULTS) --methods all --trials $(TRIALS) $(ARGS)
+	$(PY) -m benchmark.run --dataset $(DATASET) --results-dir $(RESULTS) --methods all --tuned $(ARGS)
 
 tune: $(STAMP)
 	$(PY) -m benchmark.tune --dataset $(DATASET) --results-dir $(RESULTS) $(ARGS)

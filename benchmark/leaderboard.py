@@ -4,6 +4,9 @@ The command line only; what is read, computed and written is ``benchmark.summary
 it writes ``results/<dataset>/leaderboard.md``, ``.csv``, ``.html`` (the interactive page) and the
 plots, and refreshes ``results/README.md`` (every dataset of the store, ranked across datasets when
 there are two) and ``results/index.html`` (the page of the whole store).
+
+``--suite scenarios`` instead rebuilds a suite's files from its store alone: one leaderboard per
+entry (``results/scenarios/<entry>/``) and ``results/scenarios/summary.md|csv|html``.
 """
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from benchmark.execution import handle_interrupts, publish_leaderboards
+from benchmark.execution import handle_interrupts, publish_leaderboards, publish_suite
+from benchmark.suite import load_suite
 from benchmark.summary import datasets_in_store
 from benchmark.tracking import leaderboard_dir, resolve_tracking_uri
 from core.errors import BenchmarkError
@@ -33,15 +37,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--mlflow-ui", metavar="URL",
                    help="URL of a served MLflow UI (e.g. http://127.0.0.1:5000, see make ui): the page links "
                         "each run id to it")
+    p.add_argument("--suite", help="rebuild a suite's per-entry leaderboards and summary (e.g. scenarios; default "
+                                   "results dir: the suite file's, e.g. results/scenarios)")
     args = p.parse_args(argv)
-    results_dir = Path(args.results_dir or "results")
     try:
+        suite = load_suite(args.suite) if args.suite else None  # its name and store folder (results/scenarios)
+        results_dir = Path(args.results_dir or (suite.results_dir if suite else "results"))
         uri = resolve_tracking_uri(args.tracking_uri, None, results_dir)
-        out = leaderboard_dir(uri, results_dir, explicit=args.results_dir is not None)
+        out = leaderboard_dir(uri, results_dir, explicit=args.results_dir is not None or args.suite is not None)
         datasets = args.dataset or datasets_in_store(uri)
         with handle_interrupts():  # files are replaced together at the end, never half-written
-            written = publish_leaderboards(uri, out, datasets, all_fingerprints=args.all_fingerprints,
-                                           mlflow_ui=args.mlflow_ui)
+            if suite is not None:
+                written = publish_suite(uri, out, suite.name, mlflow_ui=args.mlflow_ui)
+            else:
+                written = publish_leaderboards(uri, out, datasets, all_fingerprints=args.all_fingerprints,
+                                               mlflow_ui=args.mlflow_ui)
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

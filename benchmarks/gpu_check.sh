@@ -5,7 +5,7 @@
 #   data_path.json     data-path images/s (in-process and 4/8 DataLoader workers) vs resnet18 224 px
 #                      batch 64 forward+backward images/s, fp32 and bf16 (and the CPU default encoder)
 #   precision.json     fp32 vs bf16 vs fp16 training-step time of resnet18 and swin_tiny, 224 px, batch 64
-#   concurrent.json    N cells sharing the GPU (Ray executor, gpus_per_task 1/N) vs 1 cell at a time
+#   concurrent.json    N cells sharing the GPU (local worker processes; --executor ray: Ray, gpus_per_task 1/N) vs 1 cell at a time
 #   summary.json       all of the above, with the wall time of each part
 # Usage: bash benchmarks/gpu_check.sh [python]   (default: .venv/bin/python, else python)
 #        SMOKE=1 DEVICE=cpu bash benchmarks/gpu_check.sh   a tiny CPU run that checks the script itself

@@ -60,7 +60,7 @@ def grid_config(grid: str, results: Path) -> dict:
         cfg["seeds"] = [0, 1]
         cfg["dataset"]["options"].update(n_train=96, n_val=48, n_test=96, sigma_pix=0.1, mc_samples=20000)
         cfg["encoders"]["tabular"] = {"hidden": [16], "dim": 16}
-        cfg["training"].update(epochs=1, batch_size=32)
+        cfg["training"].update(max_epochs=1, batch_size=32)
     cfg["training"]["threads"] = 1
     cfg["results_dir"] = str(results)
     return cfg

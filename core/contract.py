@@ -106,8 +106,17 @@ class SampleTable:
 class Oracle(Protocol):
     """Bayes-optimal reference for datasets with a known generative model."""
 
-    def scores(self, table: SampleTable, rows: np.ndarray, present: np.ndarray) -> np.ndarray:
-        """Bayes posterior scores (N, K) using only the modalities in ``present`` (N, 2)."""
+    def scores(self, table: SampleTable, rows: np.ndarray, present: np.ndarray,
+               pattern_log_odds: Any = None) -> np.ndarray:
+        """Bayes posterior scores (N, K) using only the modalities in ``present`` (N, 2); with
+        ``pattern_log_odds`` ({"both"|"image"|"tabular": log p(pattern|y=1)/p(pattern|y=0)}) the
+        label-dependent (mnar) pattern term is added."""
 
-    def population_auc(self, pattern: str, rate: float, seed: int) -> float:
-        """Bayes AUC of the population under a missing pattern and rate (closed form or MC)."""
+    def ceiling_scores(self, table: SampleTable, rows: np.ndarray, present: np.ndarray,
+                       pattern_log_odds: Any = None) -> np.ndarray:
+        """The independent-evidence ceiling: the sum of the present modalities' marginal LLRs."""
+
+    def population_auc(self, pattern: str, rate: float, seed: int = ..., image_share: float = 0.5,
+                       mechanism: str = "mcar", strength: float = 1.0) -> float:
+        """Bayes AUC of the population under a missing pattern and rate (closed form or MC);
+        ``population_ceiling_auc`` (same arguments) is the ceiling's."""

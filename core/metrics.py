@@ -6,15 +6,70 @@
 * Balanced accuracy and macro F1 likewise (multilabel: per-label mean / macro F1 at 0.5).
 * ``auc_micro``, ``f1_micro``, ``kappa``: multilabel only, on the flattened N x K matrices (the
   official ODIR AUC, F1 and kappa; threshold 0.5).
+* Proper scoring and calibration (why: a fusion method that ranks well can still give useless
+  probabilities; these say how far the scores can be read as probabilities):
+
+  - ``ece``: expected calibration error, 15 equal-width bins on [0, 1] of the top-class
+    confidence, sum over bins of (bin share) x |accuracy - mean confidence|;
+  - ``brier``: multi-class Brier score, mean over rows of sum_k (p_k - y_k)^2 with y one-hot;
+    binary uses the same formula on its 2 columns (so it is twice the one-column
+    (p_1 - y)^2 score, range [0, 2]);
+  - ``log_loss``: ``sklearn.metrics.log_loss`` of the probabilities clipped to [1e-15, 1] and
+    renormalised per row.
+
+  Multilabel: each is the mean over labels of the binary metric of that label ([1 - p_k, p_k]).
 """
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, cohen_kappa_score, f1_score, log_loss,
+                             roc_auc_score)
 
 METRIC_NAMES = ("auc", "acc", "balanced_acc", "f1_macro")
+CALIBRATION_METRICS = ("ece", "brier", "log_loss")
+ECE_BINS = 15
+CLIP = 1e-15
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE of the top-class confidence: bins (lo, hi] of equal width (a confidence of 0 falls in
+    the first), weighted by their share of rows; NaN for an empty set."""
+    if len(labels) == 0:
+        return float("nan")
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    index = np.clip(np.searchsorted(np.linspace(0.0, 1.0, bins + 1)[1:-1], conf, side="left"), 0, bins - 1)
+    total = 0.0
+    for b in np.unique(index):
+        rows = index == b
+        total += rows.mean() * abs(correct[rows].mean() - conf[rows].mean())
+    return float(total)
+
+
+def brier_score(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean over rows of sum_k (p_k - y_k)^2 (y one-hot); NaN for an empty set."""
+    if len(labels) == 0:
+        return float("nan")
+    onehot = np.eye(probs.shape[1])[labels]
+    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+
+
+def clipped_log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
+    """sklearn's log loss of the clipped, row-renormalised probabilities, every class declared
+    (a class absent from the set is still a column); NaN for an empty set."""
+    if len(labels) == 0:
+        return float("nan")
+    p = np.clip(probs, CLIP, 1.0)
+    p = p / p.sum(axis=1, keepdims=True)
+    return float(log_loss(labels, p, labels=list(range(probs.shape[1]))))
+
+
+def calibration_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """ECE, Brier and log loss of integer labels and (N, K) class probabilities."""
+    return {"ece": expected_calibration_error(labels, probs), "brier": brier_score(labels, probs),
+            "log_loss": clipped_log_loss(labels, probs)}
 
 
 def compute_metrics(task: str, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -36,6 +91,10 @@ def compute_metrics(task: str, labels: np.ndarray, probs: np.ndarray) -> dict[st
             # ODIR's official score uses these on the flattened, binarised N x K matrices.
             out["f1_micro"] = float(f1_score(y.ravel(), pred.ravel(), zero_division=0))
             out["kappa"] = float(cohen_kappa_score(y.ravel(), pred.ravel()))
+            per_label = [calibration_metrics(y[:, k], np.stack([1.0 - probs[:, k], probs[:, k]], axis=1))
+                         for k in range(y.shape[1])]
+            out.update({name: float(np.mean([m[name] for m in per_label])) if per_label else float("nan")
+                        for name in CALIBRATION_METRICS})
             return out
         y = labels.astype(int)
         pred = probs.argmax(axis=1)
@@ -53,6 +112,7 @@ def compute_metrics(task: str, labels: np.ndarray, probs: np.ndarray) -> dict[st
         out["acc"] = float(accuracy_score(y, pred))
         out["balanced_acc"] = float(balanced_accuracy_score(y, pred))
         out["f1_macro"] = float(f1_score(y, pred, average="macro", zero_division=0))
+        out.update(calibration_metrics(y, probs))
     return out
 
 

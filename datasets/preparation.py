@@ -3,6 +3,8 @@
 * tabular statistics are fitted on the *observed* training rows only;
 * no group (patient, lesion) of ``table.groups`` is in two splits, whichever way the dataset split;
 * masks are drawn per split from the id-keyed stream (``core.masks``) and persisted with their hash;
+  each split with its own mechanism (``MissingSpec.mechanism_for``: the mechanism-shift protocol),
+  ``mar`` ranked by the raw values of its column;
 * a sample that has lost both modalities is removed from training and scored with the training
   prior at test time (by the harness, not the method).
 """
@@ -15,8 +17,9 @@ import numpy as np
 
 from core.batch import PreparedData, SplitData
 from core.contract import DatasetInfo, SampleTable
-from core.errors import DatasetLayoutError
-from core.masks import IMAGE, TABULAR, MissingSpec, drop_mask, mask_sha256, persist_mask, stratum_labels
+from core.errors import ConfigError, DatasetLayoutError
+from core.masks import (IMAGE, TABULAR, MissingSpec, drop_mask, mask_mechanism, mask_sha256, persist_mask,
+                        stratum_labels)
 from core.tabular import TabularPreprocessor
 from datasets.splitting import check_group_split
 
@@ -32,9 +35,14 @@ def prepare_data(dataset: Any, table: SampleTable, spec: MissingSpec, seed: int,
     hashes: dict[str, str] = {}
     files: dict[str, Path] = {}
     counts: dict[str, int] = {}
+    mar_values = mar_column_values(table, spec)
+    n_classes = len(dataset.class_names) if table.labels.ndim == 1 else None
     for split, rows in split_rows.items():
         keep = drop_mask(table.ids[rows], strata[rows], spec.rate_for(split), spec.pattern, seed,
-                         dataset.registry_name, split, spec.image_share)
+                         dataset.registry_name, split, spec.image_share,
+                         mechanism=mask_mechanism(spec.mechanism_for(split), table.labels),
+                         strength=spec.strength, n_classes=n_classes,
+                         mar_values=None if mar_values is None else mar_values[rows])
         hashes[split] = mask_sha256(table.ids[rows], keep)
         if mask_dir is not None:
             files[split], _ = persist_mask(mask_dir, dataset.registry_name, split, spec, seed,
@@ -76,6 +84,20 @@ def prepare_data(dataset: Any, table: SampleTable, spec: MissingSpec, seed: int,
         tabular_columns=tuple(table.columns), tabular_features=pre.feature_names,
         tabular_column_slices=pre.column_slices, primary_metric=dataset.primary_metric)
     return PreparedData(info, splits, hashes, files, counts, prior, table)
+
+
+def mar_column_values(table: SampleTable, spec: MissingSpec) -> np.ndarray | None:
+    """Raw values of ``spec.mar_column`` per row (NaN where the value or the whole tabular record
+    is really missing: such samples get the centred rank 0), or None when no split uses ``mar``."""
+    if "mar" not in spec.mechanisms():
+        return None
+    numeric = [c.name for c in table.columns if c.kind == "numeric"]  # table.numeric's columns, in order
+    if spec.mar_column not in numeric:
+        raise ConfigError(f"--mar-column (missing.mar_column): {spec.mar_column!r} is not a numeric tabular "
+                          f"column of this dataset; numeric columns: {', '.join(numeric) or '(none)'}")
+    values = np.asarray(table.numeric[:, numeric.index(spec.mar_column)], dtype=np.float64).copy()
+    values[~np.asarray(table.tabular_available, dtype=bool)] = np.nan
+    return values
 
 
 def probe_image_shape(table: SampleTable, views: tuple[str, ...]) -> tuple[int, ...]:

@@ -13,6 +13,7 @@ checks this for every registered method
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, Iterator
 
@@ -23,6 +24,7 @@ from torch import nn
 
 from core.batch import Batch
 from core.contract import DatasetInfo
+from core.errors import ConfigError
 from core.encoders import EncoderConfig, ImageEncoder, TabularEncoder
 from core.options import from_mapping, to_mapping
 
@@ -49,6 +51,59 @@ class SelectionGroup:
 
     modalities: tuple[bool, bool]
     parameter_prefixes: tuple[str, ...]
+
+
+def budget_share(fraction: float, budget: int, minimum: int = 1) -> int:
+    """``round(fraction * budget)``, at least ``minimum``: an epoch count that is a *share* of the
+    shared budget, so a stage or schedule means the same at 10 epochs as at 50."""
+    return max(int(minimum), int(math.floor(float(fraction) * int(budget) + 0.5)))
+
+
+class BudgetError(ConfigError):
+    """The shared epoch budget is too small for a method's defining stage or schedule."""
+
+
+@dataclass(frozen=True)
+class WarmupStepSchedule:
+    """Linear warm-up over ``warmup`` epochs, then x ``gamma`` every ``step`` epochs (per epoch).
+
+    The schedule of CFCML's code (and CMML's, which follows it): upstream 5-epoch warm-up and
+    x0.8 every 5 epochs of a 50-epoch run.  :meth:`for_budget` expresses both as fractions of the
+    budget (0.1 and 0.1 by default), or takes the upstream absolute epochs (paper presets).
+    """
+
+    warmup: int
+    step: int
+    gamma: float
+    from_zero: bool = False   # upstream: epoch e of the warm-up runs at lr * e / warmup (first at 0)
+
+    def factor(self, epoch: int) -> float:
+        """Multiplier of the base lr in epoch ``epoch`` (0-based)."""
+        if epoch < self.warmup:
+            return (epoch if self.from_zero else epoch + 1) / self.warmup
+        return self.gamma ** ((epoch - self.warmup) // self.step)
+
+    @staticmethod
+    def minimum_budget(warmup_fraction: float, warmup_epochs: int | None) -> int:
+        """Fewest epochs with a warm-up of at least one epoch *and* one epoch after it."""
+        if warmup_epochs is not None:
+            return warmup_epochs + 1
+        budget = 2
+        while budget_share(warmup_fraction, budget) >= budget:
+            budget += 1
+        return budget
+
+    @classmethod
+    def for_budget(cls, budget: int, warmup_fraction: float, step_fraction: float, gamma: float,
+                   from_zero: bool = False, warmup_epochs: int | None = None,
+                   step_epochs: int | None = None, method: str = "") -> "WarmupStepSchedule":
+        warmup = warmup_epochs if warmup_epochs is not None else budget_share(warmup_fraction, budget)
+        step = step_epochs if step_epochs is not None else budget_share(step_fraction, budget)
+        if warmup >= budget:
+            minimum = cls.minimum_budget(warmup_fraction, warmup_epochs)
+            raise BudgetError(f"method '{method}': its warm-up of {warmup} epochs fills the budget of {budget} "
+                              f"epochs; it needs max_epochs >= {minimum}")
+        return cls(warmup, step, gamma, from_zero)
 
 
 @dataclass(frozen=True)
@@ -117,6 +172,12 @@ class FusionMethod(nn.Module):
         return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1)
 
     # -- the contract -------------------------------------------------------------------------
+    @classmethod
+    def minimum_epochs(cls, options: Any) -> tuple[int, str]:
+        """The smallest shared budget (``max_epochs``) the method's defining stages fit in, and why;
+        the config loader rejects a smaller budget with this reason (never a silent skip)."""
+        return 1, "one supervised epoch"
+
     def stages(self, epochs: int) -> list[Stage]:
         """Training phases within the shared epoch budget. Default: one supervised stage."""
         return [Stage("supervised", epochs)]

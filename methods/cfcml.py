@@ -44,8 +44,14 @@ Deviations from upstream, each a config option (see :class:`CFCMLOptions`):
   shuffled batches instead.
 * Optimiser: Adam (PyTorch's fused kernel: the same update) with the harness's weight decay (its
   default 1e-4 equals upstream's) and the harness's base lr; with a pretrained backbone the
-  backbone lr is ``backbone_lr_scale`` x base (upstream 0.1).  Warm-up ``warmup_epochs`` (5),
-  then x ``decay_factor`` (0.8) every ``decay_every`` (5) epochs, stepped per epoch, as upstream.
+  backbone lr is ``backbone_lr_scale`` x base (upstream 0.1).  Base lr: the recipe's from-scratch
+  value 5e-4 (upstream's 3-D MEN run, one parameter group; its 2-D run fine-tunes a pretrained
+  Swin-T at 1e-4), set in ``configs/methods/cfcml.yaml`` ``training.lr``; the pretrained preset
+  uses 1e-4.  Schedule (adapt): upstream warms up over 5 of its 50 epochs, then x ``decay_factor``
+  (0.8) every 5 epochs, stepped per epoch.  Here both are *fractions of the shared budget*
+  (``warmup_fraction`` 0.1, ``decay_fraction`` 0.1), so the schedule has the same shape at every
+  ``max_epochs``; ``warmup_epochs`` / ``decay_every`` give upstream's absolute epochs (paper
+  presets).  A budget without one epoch after the warm-up is an error naming the minimum.
 * ``multilabel`` (default ``one_vs_rest``): the prototype losses are defined for single-label classes
   only.  For a multilabel task a sample belongs to the class set S_{m,k} of every label k it has,
   and its negatives for label k are the samples without label k; with one-hot labels this is
@@ -85,7 +91,7 @@ from core.contract import DatasetInfo
 from core.encoders import EncoderConfig, TabularEncoder, create_image_backbone, encode_present
 from core.errors import ConfigError
 from methods import register_method
-from methods.base import FusionMethod, OptimizerSettings, Stage
+from methods.base import FusionMethod, OptimizerSettings, Stage, WarmupStepSchedule
 
 # Masked similarities are replaced by this before a logsumexp: exp(-1e4 - max) is exactly 0 in fp32
 # and fp64 (similarities are bounded by 2/tau), and, unlike -inf, an all-masked row stays finite,
@@ -114,15 +120,17 @@ class CFCMLOptions:
     absent_fill: Literal["zero", "learned"] = "zero"   # (adapt) f_m of an absent modality
     detach_early_stages: bool = False
     warmup_from_zero: bool = False
-    warmup_epochs: int = 5
-    decay_every: int = 5
+    warmup_fraction: float = 0.1   # (adapt) upstream 5 of 50 epochs, as a share of the budget
+    decay_fraction: float = 0.1    # (adapt) upstream: x decay_factor every 5 of 50 epochs
+    warmup_epochs: int | None = None  # upstream's absolute epochs (paper preset: 5); overrides the fraction
+    decay_every: int | None = None    # upstream's absolute epochs (paper preset: 5); overrides the fraction
     decay_factor: float = 0.8
     backbone_lr_scale: float = 0.1   # only with a pretrained backbone (upstream fine-tuning)
     balanced_sampler: bool = True
     multilabel: Literal["one_vs_rest", "error"] = "one_vs_rest"
 
     def validate(self, where: str) -> None:
-        for name in ("d_model", "heads", "l_img", "l_tab", "head_hidden", "decay_every"):
+        for name in ("d_model", "heads", "l_img", "l_tab", "head_hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
         if self.d_model % self.heads:
@@ -131,9 +139,16 @@ class CFCMLOptions:
             raise ConfigError(f"{where}.tab_num_tokens: must be >= 1 or null, got {self.tab_num_tokens}")
         if self.tau <= 0:
             raise ConfigError(f"{where}.tau: must be > 0, got {self.tau}")
-        for name in ("w_ce", "w_sam", "w_up", "w_cp", "warmup_epochs"):
+        for name in ("w_ce", "w_sam", "w_up", "w_cp"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{where}.{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("warmup_epochs", "decay_every"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name}: must be >= 1 or null (null: the *_fraction option), "
+                                  f"got {getattr(self, name)}")
+        for name in ("warmup_fraction", "decay_fraction"):
+            if not 0 < getattr(self, name) <= 0.5:
+                raise ConfigError(f"{where}.{name}: must be in (0, 0.5], got {getattr(self, name)}")
         if not 0 <= self.head_dropout < 1:
             raise ConfigError(f"{where}.head_dropout: must be in [0, 1), got {self.head_dropout}")
         if not 0 < self.decay_factor <= 1:
@@ -773,15 +788,24 @@ class CFCML(FusionMethod):
         # implementation costs ~3x more at CFCML's 0.8 M parameters on one CPU thread).
         fused = all(p.device.type in ("cpu", "cuda") for group in groups for p in group["params"])
         optimizer = torch.optim.Adam(groups, lr=settings.lr, weight_decay=settings.weight_decay, fused=fused)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
+        self.schedule = self.schedule_for(settings.epochs)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule.factor)
         return optimizer, scheduler
 
-    def lr_factor(self, epoch: int) -> float:
-        """Multiplier of the base lr in epoch ``epoch`` (0-based)."""
+    def schedule_for(self, budget: int) -> WarmupStepSchedule:
+        """The warm-up + step-decay schedule of a ``budget``-epoch run (fractions of the budget)."""
         o = self.options
-        if epoch < o.warmup_epochs:
-            return (epoch if o.warmup_from_zero else epoch + 1) / o.warmup_epochs
-        return o.decay_factor ** ((epoch - o.warmup_epochs) // o.decay_every)
+        return WarmupStepSchedule.for_budget(budget, o.warmup_fraction, o.decay_fraction, o.decay_factor,
+                                             o.warmup_from_zero, o.warmup_epochs, o.decay_every, self.registry_name)
+
+    @classmethod
+    def minimum_epochs(cls, options: CFCMLOptions) -> tuple[int, str]:
+        minimum = WarmupStepSchedule.minimum_budget(options.warmup_fraction, options.warmup_epochs)
+        return minimum, "a warm-up of at least one epoch and one epoch after it"
+
+    def lr_factor(self, epoch: int, budget: int = 50) -> float:
+        """Multiplier of the base lr in epoch ``epoch`` (0-based) of a ``budget``-epoch run."""
+        return self.schedule_for(budget).factor(epoch)
 
 
 def _balanced_batches(pools: list[np.ndarray], per_class: int, steps: int, rng: np.random.Generator,

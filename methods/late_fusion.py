@@ -17,7 +17,9 @@ Options (the choices a reader may want to change):
   under-confident (measured: 90% of the image branch's test probabilities within 0.39-0.61 on
   every seed), and an uncalibrated average is then ranked by the other branch alone.
   Temperature scaling never changes a branch's own ranking.  ``none`` averages the raw
-  probabilities.
+  probabilities.  This per-branch calibration is part of the method (it is how its branches are
+  combined), so it stays; the benchmark's shared post-hoc step (``evaluation.calibration``,
+  ``core.calibration``) is then applied on top of the fused probabilities, as for every method.
 """
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ from core.contract import DatasetInfo
 from core.encoders import EncoderConfig, encode_present
 from core.errors import ConfigError
 from methods import register_method
-from methods.base import FusionMethod, Stage
+from methods.base import BudgetError, FusionMethod, Stage, budget_share
 
 BRANCHES = ("fusion", "image", "tabular")
 _HEAD_SPACE = {
@@ -113,8 +113,9 @@ class MDCOptions:
         for name in ("dropout", "classifier_dropout", "ft_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{where}.{name}: must be in [0, 1), got {getattr(self, name)}")
-        if not 0.0 <= self.pretrain_fraction < 1.0:
-            raise ConfigError(f"{where}.pretrain_fraction: must be in [0, 1), got {self.pretrain_fraction}")
+        if not 0.0 < self.pretrain_fraction < 1.0:  # 0 would silently drop the contrastive stage
+            raise ConfigError(f"{where}.pretrain_fraction: must be in (0, 1), got {self.pretrain_fraction} "
+                              "(schedule: joint or contrastive: none train without a contrastive stage)")
         if self.pretrain_epochs is not None and self.pretrain_epochs < 0:
             raise ConfigError(f"{where}.pretrain_epochs: must be >= 0, got {self.pretrain_epochs}")
         if len(self.branch_weights) != 3:
@@ -291,16 +292,34 @@ class ModalityDropoutContrastive(FusionMethod):
                 if o.memory_size > 0 else None
 
     # -- schedule -------------------------------------------------------------------------------
+    @staticmethod
+    def has_pretraining(options: MDCOptions) -> bool:
+        return options.contrastive != "none" and options.schedule == "two_stage"
+
+    @classmethod
+    def minimum_epochs(cls, options: MDCOptions) -> tuple[int, str]:
+        """Two-stage: at least one contrastive epoch and one supervised epoch after it."""
+        if not cls.has_pretraining(options):
+            return 1, "one supervised epoch"
+        if options.pretrain_epochs is not None:
+            return options.pretrain_epochs + 1, f"pretrain_epochs = {options.pretrain_epochs} plus one supervised epoch"
+        budget = 2
+        while budget_share(options.pretrain_fraction, budget) >= budget:
+            budget += 1
+        return budget, "one contrastive pre-training epoch and one supervised epoch"
+
     def pretrain_epochs(self, epochs: int) -> int:
+        """Stage-1 epochs: ``pretrain_fraction`` of the budget (at least one), or ``pretrain_epochs``;
+        a budget that leaves no supervised epoch is an error naming the minimum, never a silent skip."""
         o = self.options
-        if not self.uses_contrastive or o.schedule != "two_stage":
+        if not self.has_pretraining(o):
             return 0
-        if o.pretrain_epochs is not None:
-            if o.pretrain_epochs >= epochs:
-                raise ConfigError(f"method '{self.registry_name}' options.pretrain_epochs: {o.pretrain_epochs} leaves no "
-                                  f"supervised epoch in the shared budget of {epochs} epochs")
-            return o.pretrain_epochs
-        return min(int(round(o.pretrain_fraction * epochs)), epochs - 1)
+        n = o.pretrain_epochs if o.pretrain_epochs is not None else budget_share(o.pretrain_fraction, epochs)
+        if n >= epochs:
+            minimum, reason = self.minimum_epochs(o)
+            raise BudgetError(f"method '{self.registry_name}': a budget of {epochs} epochs leaves no supervised epoch "
+                              f"after {n} contrastive epochs; it needs max_epochs >= {minimum} ({reason})")
+        return n
 
     def stages(self, epochs: int) -> list[Stage]:
         """Stage 1 (contrastive, no model selection) + stage 2 (supervised) = the shared budget."""

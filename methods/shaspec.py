@@ -50,7 +50,7 @@ from core.contract import DatasetInfo
 from core.encoders import EncoderConfig
 from core.errors import ConfigError
 from methods import register_method
-from methods.base import FusionMethod, Stage, UnimodalFallback
+from methods.base import FusionMethod, Stage, UnimodalFallback, budget_share
 
 MODALITIES = ("image", "tabular")
 DROPOUT_STAGE = "modality_dropout"
@@ -170,7 +170,7 @@ class ShaSpec(FusionMethod):
     def stages(self, epochs: int) -> list[Stage]:
         if self.options.random_drop == "none":
             return [Stage("supervised", epochs)]
-        warmup = min(epochs, round(self.options.warmup_fraction * epochs))
+        warmup = min(epochs - 1, budget_share(self.options.warmup_fraction, epochs, minimum=0))
         stages = [Stage("warmup", warmup), Stage(DROPOUT_STAGE, epochs - warmup)]
         return [s for s in stages if s.epochs > 0]
 

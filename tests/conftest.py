@@ -6,7 +6,6 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-import numpy as np
 import pytest
 import torch
 
@@ -49,7 +48,7 @@ seeds: [0, 1]
 encoders:
   image: {{model: test_efficientnet}}
   tabular: {{hidden: [16], dim: 16}}
-training: {{epochs: {epochs}, batch_size: 32}}
+training: {{max_epochs: {epochs}, batch_size: 32}}
 results_dir: {results}
 """
 

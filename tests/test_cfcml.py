@@ -473,7 +473,7 @@ def test_class_balanced_sampler():
 
 def test_optimizer_and_schedule(tmp_path: Path):
     model = _model()
-    opt, sched = model.configure_optimizer(OptimizerSettings(lr=1e-3, weight_decay=1e-4, epochs=20))
+    opt, sched = model.configure_optimizer(OptimizerSettings(lr=1e-3, weight_decay=1e-4, epochs=50))
     assert isinstance(opt, torch.optim.Adam) and len(opt.param_groups) == 1
     assert opt.param_groups[0]["weight_decay"] == 1e-4
     lrs = []
@@ -489,7 +489,7 @@ def test_optimizer_and_schedule(tmp_path: Path):
     torch.save(model.backbone.state_dict(), path)
     pre = create_method("cfcml", _info(), EncoderConfig(ImageEncoderConfig("test_efficientnet", str(path)), ENC.tabular),
                         **SMALL)
-    opt, _ = pre.configure_optimizer(OptimizerSettings(lr=1e-3, weight_decay=1e-4, epochs=5))
+    opt, _ = pre.configure_optimizer(OptimizerSettings(lr=1e-3, weight_decay=1e-4, epochs=50))
     assert sorted(g["lr"] for g in opt.param_groups) == pytest.approx([0.2e-4, 0.2e-3])  # warm-up 1/5
     n_backbone = sum(p.numel() for p in pre.backbone.parameters())
     assert sum(p.numel() for p in opt.param_groups[0]["params"]) == n_backbone
@@ -498,7 +498,7 @@ def test_optimizer_and_schedule(tmp_path: Path):
 def test_yaml_config_matches_class():
     path = Path(__file__).resolve().parents[1] / "configs" / "methods" / "cfcml.yaml"
     config = yaml.safe_load(path.read_text())
-    assert set(config) == {"options", "search_space"}
+    assert set(config) == {"options", "search_space", "training"} and config["training"] == {"lr": 0.0005}
     defaults = CFCMLOptions()
     for name, value in config["options"].items():
         assert getattr(defaults, name) == value, name

@@ -374,7 +374,7 @@ def test_class_balanced_batches_and_multilabel_fallback():
 def test_authors_schedule_warmup_then_step_decay():
     from methods.base import OptimizerSettings
     model = make_model()
-    opt, sched = model.configure_optimizer(OptimizerSettings(lr=1.0, weight_decay=1e-4, epochs=20))
+    opt, sched = model.configure_optimizer(OptimizerSettings(lr=1.0, weight_decay=1e-4, epochs=50))
     assert isinstance(opt, torch.optim.Adam) and len(opt.param_groups) == 1
     lrs = []
     for _ in range(16):

@@ -590,7 +590,7 @@ def test_benchmark_run_on_every_fixture_with_late_fusion_and_a_published_method(
             "encoders": {"image": {"model": "test_efficientnet"}, "tabular": {"hidden": [16], "dim": 16}},
             "training": {"batch_size": 64, "device": "cpu"}}))
         code = main(["--config", str(cfg), "--data-root", str(root), "--methods", "late_fusion,mdc",
-                     "--epochs", "1", "--seeds", "0", "--missing-rate", "0.3", "--results-dir", str(results),
+                     "--epochs", "2", "--seeds", "0", "--missing-rate", "0.3", "--results-dir", str(results),
                      "--no-leaderboard"])
         assert code == 0, label
         assert list((results / "masks").glob(f"{name}_test_mixed_0.3_seed0.csv")), label

@@ -12,7 +12,6 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-import pytest
 
 import benchmark.cells.runner as cell_runner
 import benchmark.run as run_module
@@ -53,7 +52,8 @@ def test_tiny_grid_logs_runs_and_writes_leaderboard(tmp_path):
     md = (results / "synthetic" / "leaderboard.md").read_text()
     assert "Late fusion" in md and "Bayes oracle" in md and "(n=2)" in md
     csv = pd.read_csv(results / "synthetic" / "leaderboard.csv")
-    assert set(csv.method) == {"tabular_sklearn", "late_fusion", ORACLE_METHOD}
+    # the methods, the Bayes oracle and its independent-evidence ceiling (sum of marginal LLRs)
+    assert set(csv.method) == {"tabular_sklearn", "late_fusion", ORACLE_METHOD, "evidence_ceiling"}
     # Rebuilding from the same store gives byte-identical files.
     before = (results / "synthetic" / "leaderboard.md").read_bytes(), (results / "synthetic" / "leaderboard.csv").read_bytes()
     build_leaderboards(f"sqlite:///{results / 'mlflow.db'}", results, ["synthetic"])

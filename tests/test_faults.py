@@ -44,7 +44,7 @@ seeds: {seeds}
 encoders:
   image: {{model: test_efficientnet}}
   tabular: {{hidden: [16], dim: 16}}
-training: {{epochs: {epochs}, batch_size: 32}}
+training: {{max_epochs: {epochs}, batch_size: 32}}
 """
 
 

@@ -30,7 +30,7 @@ def _trained(tiny_data, encoder_config, **options):
         snapshots.append(copy.deepcopy(method.state_dict()))
 
     method.on_epoch_end = keep_state
-    result = train_method(method, tiny_data, TrainingConfig(epochs=4, batch_size=16, lr=3e-3), seed=0)
+    result = train_method(method, tiny_data, TrainingConfig(max_epochs=4, batch_size=16, lr=3e-3), seed=0)
     return method, result, snapshots
 
 

@@ -26,7 +26,7 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 
 from benchmark.leaderboard import main
 from benchmark.summary import build_leaderboards, load_runs, render_console, stats
-from core.metrics import delong
+from core.metrics import compute_metrics, delong
 
 # ----------------------------------------------------------------------------- fake stores
 
@@ -88,7 +88,8 @@ class FakeStore:
 
     def log(self, dataset: str, method: str, rate: float, seed: int, signal: float | None = 1.0,
             status: str = "FINISHED", display: str | None = None, config_hash: str = "cfg0",
-            tags: dict[str, str] | None = None, pattern: str = "mixed", predictions: bool = True) -> str:
+            tags: dict[str, str] | None = None, pattern: str = "mixed", predictions: bool = True,
+            calibration: str | None = None) -> str:
         exp = self.experiment(dataset)
         self.clock += 1000
         reference = method == "bayes_oracle"
@@ -103,6 +104,8 @@ class FakeStore:
         rid = run.info.run_id
         params = dict(method=method, dataset=dataset, pattern=pattern, protocol="both", rate=rate, seed=seed,
                       epochs=2, batch_size=32, lr=0.001, weight_decay=0.0, config_hash=config_hash)
+        if calibration is not None:  # runs logged since the shared calibration step: param + proper scores
+            params["calibration"] = calibration
         metrics: dict[str, float] = {}
         preds = None
         if status == "FINISHED" and signal is not None:
@@ -115,6 +118,9 @@ class FakeStore:
                        "test_balanced_acc": 0.5, "test_f1_macro": 0.5, "population_auc": 0.9}
             for scen, scale in (("full", 1.0), ("image_missing", 0.6), ("tabular_missing", 0.5)):
                 metrics[f"{scen}_auc"] = roc_auc_score(labels, _scores(mrng, labels, signal * scale))
+            if calibration is not None:
+                scored = compute_metrics("binary", labels, np.stack([1 - p1, p1], axis=1))
+                metrics.update({f"test_{k}": scored[k] for k in ("ece", "brier", "log_loss")})
             if predictions and not reference:
                 preds = dict(ids=ids, labels=labels, probs_mask=np.stack([1 - p1, p1], axis=1).astype(np.float32),
                              present_mask=np.ones((N_TEST, 2), bool))
@@ -488,3 +494,41 @@ def test_ranking_across_datasets_and_cli(store_root, tmp_path, capsys):
     assert "| Late fusion | 1.00 |" in index
     md = (out / "alpha" / "leaderboard.md").read_text()
     assert "DeLong n/a (no predictions.npz)" in md
+
+
+def test_calibration_table_and_header(store_root, built, tmp_path):
+    """ECE / Brier / log loss per method and rate (mean over seeds, t interval over seeds), the
+    calibration setting in the header; stores without these metrics say so instead of a table."""
+    assert "No run of this section logged calibration metrics" in (built[0] / "synthetic" / "leaderboard.md").read_text()
+    store = FakeStore(store_root / "calibration")
+    for rate in (0.0, 0.5):
+        for seed in (0, 1):
+            store.log("synthetic", "late_fusion", rate, seed, 1.2, calibration="temperature")
+            store.log("synthetic", "early_fusion", rate, seed, 0.8, calibration="temperature")
+            store.log("synthetic", "bayes_oracle", rate, seed, 2.0, display="Bayes oracle", calibration="none")
+    out = tmp_path / "r"
+    build_leaderboards(store.uri, out, ["synthetic"])
+    md = (out / "synthetic" / "leaderboard.md").read_text()
+    assert "**Calibration** (one post-hoc step for every method" in md
+    assert "`temperature` (early_fusion, late_fusion)" in md  # the oracle row is not a method
+    table = md.split("**Calibration of the test-mask probabilities")[1].split("\n\n")[1]
+    header = [c.strip() for c in table.splitlines()[0].split("|")[1:-1]]
+    assert header == ["method", "training", "calibration", "trained at rate", "ECE", "Brier", "log loss"]
+    late = [line for line in table.splitlines() if line.startswith("| Late fusion")]
+    assert len(late) == 2 and all("| temperature |" in line and "(n=2)" in line for line in late)
+    csv = pd.read_csv(out / "synthetic" / "leaderboard.csv", keep_default_na=False, na_values=[""])
+    calib = csv[csv.table == "calibration"]
+    assert set(calib.metric) == {"test_ece", "test_brier", "test_log_loss"}
+    runs = load_runs(store.uri, "synthetic")
+    for metric in ("test_ece", "test_brier", "test_log_loss"):
+        vals = runs[(runs.method == "late_fusion") & (runs.rate == 0.5)][f"metrics.{metric}"].to_numpy()
+        row = calib[(calib.method == "late_fusion") & (calib.rate == "0.5") & (calib.metric == metric)].iloc[0]
+        lo, hi = sps.t.interval(0.95, len(vals) - 1, loc=vals.mean(), scale=sps.sem(vals))
+        assert row.n == 2 and row.interval == "seeds" and math.isclose(row["mean"], vals.mean(), rel_tol=1e-5)
+        assert math.isclose(row.ci_low, max(0.0, lo), rel_tol=1e-5, abs_tol=1e-12)  # the scores are >= 0
+        assert math.isclose(row.ci_high, hi, rel_tol=1e-5)
+        assert f"{vals.mean():.3f} ± {vals.std(ddof=1):.3f}" in table
+    # The lowest method mean per (rate, metric) is bold; the oracle row never is.
+    oracle = [line for line in table.splitlines() if line.startswith("| Bayes oracle")]
+    assert len(oracle) == 2 and all("**" not in line for line in oracle)
+    assert table.count("**") >= 2 * 3 * 2

@@ -224,7 +224,8 @@ def test_two_stage_schedule_fits_the_budget_and_keeps_the_classifier_fresh():
     assert [s.name for s in stages] == ["contrastive", "supervised"]
     assert sum(s.epochs for s in stages) == 10 and stages[0].select_model is False
     assert make(pretrain_epochs=4).stages(10)[0].epochs == 4
-    assert [s.name for s in make().stages(1)] == ["supervised"]
+    with pytest.raises(ConfigError, match="needs max_epochs >= 2"):  # never a silent skip of stage 1
+        make().stages(1)
     assert [s.name for s in make(schedule="joint").stages(10)] == ["supervised"]
     assert [s.name for s in make("mdc_tokens").stages(10)] == ["supervised"]
     with pytest.raises(ConfigError, match="pretrain_epochs"):
@@ -314,5 +315,5 @@ def test_memory_bank_trains_through_the_shared_loop():
     enc = EncoderConfig(ImageEncoderConfig(model="test_efficientnet"), TabularEncoderConfig(hidden=(16,), dim=16))
     seed_everything(0)
     method = create_method("mdc", data.info, enc, **{**method_defaults("mdc"), "memory_size": 64})
-    result = train_method(method, data, TrainingConfig(epochs=3, batch_size=32), 0)
+    result = train_method(method, data, TrainingConfig(max_epochs=3, batch_size=32), 0)
     assert len(result.history) == 3

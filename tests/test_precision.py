@@ -22,8 +22,8 @@ def reference_epoch(method, data, cfg: TrainingConfig, seed: int) -> None:
     train = data.splits["train"]
     rng = np.random.default_rng(seed)
     optimizer, _ = method.configure_optimizer(OptimizerSettings(lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                                                epochs=cfg.epochs))
-    (stage,) = method.stages(cfg.epochs)
+                                                                epochs=cfg.max_epochs))
+    (stage,) = method.stages(cfg.max_epochs)
     method.train()
     order = rng.permutation(len(train))
     for i in range(0, len(order), cfg.batch_size):
@@ -37,7 +37,7 @@ def reference_epoch(method, data, cfg: TrainingConfig, seed: int) -> None:
 def trained(name, data, encoders, precision: str):
     seed_everything(0)
     method = create_method(name, data.info, encoders)
-    result = train_method(method, data, TrainingConfig(epochs=1, batch_size=32, device="cpu", precision=precision),
+    result = train_method(method, data, TrainingConfig(max_epochs=1, batch_size=32, device="cpu", precision=precision),
                           seed=0)
     return method, result
 
@@ -48,7 +48,7 @@ def test_fp32_on_cpu_is_the_plain_loop(tiny_data, encoder_config, precision):
     assert result.precision == "fp32"
     seed_everything(0)
     ref = create_method("early_fusion", tiny_data.info, encoder_config)
-    reference_epoch(ref, tiny_data, TrainingConfig(epochs=1, batch_size=32), seed=0)
+    reference_epoch(ref, tiny_data, TrainingConfig(max_epochs=1, batch_size=32), seed=0)
     got, want = method.state_dict(), ref.state_dict()
     assert set(got) == set(want)
     for k in want:

@@ -131,4 +131,4 @@ def test_presets_use_pretrained_encoders(preset, model, batch):
     path = Path(__file__).resolve().parents[1] / "configs" / "presets" / f"{preset}.yaml"
     cfg = load_config(path)
     assert cfg.encoders.image.model == model and cfg.encoders.image.pretrained and cfg.training.batch_size == batch
-    assert cfg.training.lr == 1e-4 and cfg.training.epochs == 50
+    assert cfg.training_for("cfcml").lr == 1e-4 and cfg.training.max_epochs == 50

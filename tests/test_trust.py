@@ -55,7 +55,7 @@ def test_editing_one_method_reruns_exactly_its_cells(tmp_path):
                                                      "mc_samples": 20000}},
         "methods": ["tabular_sklearn", "late_fusion"], "missing": {"rates": [0.0]}, "seeds": [0],
         "encoders": {"image": {"model": "test_efficientnet"}, "tabular": {"hidden": [16], "dim": 16}},
-        "training": {"epochs": 1, "batch_size": 32}, "results_dir": str(results)}))
+        "training": {"max_epochs": 1, "batch_size": 32}, "results_dir": str(results)}))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PYTHONPATH"] = str(repo)
     command = [sys.executable, "-m", "benchmark.run", "--config", str(cfg)]
@@ -90,7 +90,7 @@ def test_a_changed_label_under_another_data_root_reruns_every_cell(tmp_path):
     cfg.write_text(yaml.safe_dump({"dataset": {"name": "csv_manifest", "options": SMALL},
                                    "methods": ["tabular_sklearn"], "missing": {"rates": [0.0, 0.3]}, "seeds": [0],
                                    "encoders": {"image": {"model": "test_efficientnet"}},
-                                   "training": {"epochs": 1, "batch_size": 32}}))
+                                   "training": {"max_epochs": 1, "batch_size": 32}}))
     results = tmp_path / "results"
     args = ["--config", str(cfg), "--results-dir", str(results), "--no-leaderboard"]
     assert main(args + ["--data-root", str(root_a)]) == 0

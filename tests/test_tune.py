@@ -32,7 +32,7 @@ seeds: [0]
 encoders:
   image: {{model: test_efficientnet}}
   tabular: {{hidden: [16], dim: 16}}
-training: {{epochs: 2, batch_size: 32, threads: 1}}
+training: {{max_epochs: 2, batch_size: 32, threads: 1}}
 results_dir: {results}
 """
 
@@ -276,7 +276,7 @@ def test_tiny_study_resumes_prunes_never_reads_test_and_feeds_run_tuned(tmp_path
     code = run_module.main(["--config", str(cfg), "--tuned", "--methods", "early_fusion", "--no-leaderboard"])
     assert code == 2 and "tuned/early_fusion.yaml does not exist" in capsys.readouterr().err
     code = run_module.main(["--config", str(cfg), "--tuned", "--epochs", "3", "--no-leaderboard"])
-    assert code == 2 and "tuned under a different configuration (training.epochs" in capsys.readouterr().err
+    assert code == 2 and "tuned under a different configuration (training.max_epochs" in capsys.readouterr().err
     code = run_module.main(["--config", str(cfg), "--tuned", "--seeds", "0,1", "--no-leaderboard"])
     assert code == 2 and "evaluation seed 1 was not held out" in capsys.readouterr().err
 

@@ -8,6 +8,7 @@ masks (their SHA-256 is logged with every run).  It is picklable, so Ray can shi
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -26,11 +27,16 @@ from benchmark.grid.spec import RunSpec
 from benchmark.tracking.runs import tracked_run
 from benchmark.tracking.store import KEY_TAG, LEAK_TAG, StorageError, Tracker, storage_error
 from benchmark.training.device import machine_description, resolve_device, seed_everything
-from benchmark.training.loop import train_method
+from benchmark.training.loop import predict, train_method
 from core.batch import PreparedData
+from core.calibration import Calibrator, fit_calibrator
+from core.metrics import CALIBRATION_METRICS, compute_metrics
 from core.options import to_mapping
 from datasets import create_dataset
 from methods import create_method, get_method_class
+from methods.base import FusionMethod
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -119,7 +125,7 @@ def run_cell(spec: RunSpec, data: PreparedData, reference: dict[str, float], par
             log_artifact(spec, Path(path), artifact_path="masks")
         if oracle is not None:
             mlflow.log_metrics({k: float(v) for k, v in reference.items()})
-            log_files(spec, {"predictions.npz": oracle_predictions(oracle, data)})
+            log_files(spec, {"predictions.npz": oracle_predictions(oracle, data, spec.missing)})
             return
         train_and_log(spec, data, reference, progress)
 
@@ -128,7 +134,7 @@ def train_and_log(spec: RunSpec, data: PreparedData, reference: dict[str, float]
     """The method part of a cell, inside its MLflow run: train, evaluate, log metrics and artifacts."""
     seed_everything(spec.seed)
     method = with_faults(create_method(spec.method, data.info, spec.encoders, options=spec.options), spec)
-    epoch_task = progress.add_task(f"  epochs {spec.method}", total=spec.training.epochs) if progress else None
+    epoch_task = progress.add_task(f"  epochs {spec.method}", total=spec.training.max_epochs) if progress else None
 
     def on_epoch(epoch: int, record: dict[str, float]) -> None:
         mlflow.log_metrics({k: float(v) for k, v in record.items() if np.isfinite(v)}, step=epoch)
@@ -145,11 +151,14 @@ def train_and_log(spec: RunSpec, data: PreparedData, reference: dict[str, float]
     train_seconds = time.time() - t0
     mlflow.log_param("precision_resolved", result.precision)  # what training.precision: auto ran in
     metrics: dict[str, float] = {"train_seconds": train_seconds, "best_epoch": float(result.best_epoch),
-                                 "best_val": result.best_val}
+                                 "best_val": result.best_val, "epochs_trained": float(result.epochs_trained),
+                                 "stopped_early": float(result.stopped_early)}
     metrics.update({f"best_epoch_{name}": float(e) for name, e in result.group_best_epochs.items()})
+    calibrator, calibration_metrics = calibrate_on_validation(spec, method, data)
+    metrics.update(calibration_metrics)
     t1 = time.time()
     test_metrics, predictions = evaluate_method(method, data, resolve_device(spec.training.device),
-                                                spec.training.eval_batch_size)
+                                                spec.training.eval_batch_size, calibrator)
     metrics.update(test_metrics)
     metrics["eval_seconds"] = time.time() - t1
     metrics.update({f"bayes_{k}": v for k, v in reference.items()})  # the Bayes reference on this test set
@@ -159,6 +168,31 @@ def train_and_log(spec: RunSpec, data: PreparedData, reference: dict[str, float]
         mlflow.set_tags({LEAK_TAG: "true", f"{LEAK_TAG}_reason": leak})
     log_files(spec, {"predictions.npz": predictions, "model_state_dict.pt": method.state_dict(),
                            "history.json": result.history})
+
+
+def calibrate_on_validation(spec: RunSpec, method: FusionMethod, data: PreparedData) -> tuple[Calibrator, dict[str, float]]:
+    """The shared post-hoc step (``spec.evaluation.calibration``), fitted on the validation split
+    under its mask after model selection — the test split never reaches ``fit_calibrator``.
+
+    Returns the calibrator and what to log: its temperature(s), every validation metric after it
+    (``val_calibrated_*``) and the proper scores before it (``val_uncalibrated_ece``, ...).  The
+    validation probabilities are computed in fp32, like the test ones (``evaluate_method``)."""
+    val = data.splits["val"]
+    kind = spec.evaluation.calibration
+    if len(val) == 0:  # nothing to fit on: scored as returned
+        return Calibrator("none", data.info.task), {}
+    probs = predict(method, val, data.train_prior, resolve_device(spec.training.device),
+                    spec.training.eval_batch_size)
+    calibrator = fit_calibrator(kind, data.info.task, val.labels, probs, val.present)
+    if kind == "pattern_temperature":
+        LOG.info("%s: pattern temperatures fitted for %d pattern(s) (%s), the others use the global one",
+                 spec.label(), len(calibrator.fitted), ", ".join(calibrator.fitted) or "none")
+    out = dict(calibrator.metrics())
+    before = compute_metrics(data.info.task, val.labels, probs)
+    after = compute_metrics(data.info.task, val.labels, calibrator.apply(probs, val.present))
+    out.update({f"val_uncalibrated_{k}": before[k] for k in CALIBRATION_METRICS if k in before})
+    out.update({f"val_calibrated_{k}": v for k, v in after.items()})
+    return calibrator, out
 
 
 def log_files(spec: RunSpec, files: dict[str, Any]) -> None:

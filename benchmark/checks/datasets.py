@@ -126,7 +126,7 @@ def check_trains_one_epoch(label: str, ds: BenchmarkDataset, tmp: Path) -> None:
     data = ds.prepare(ds.load_table(), MissingSpec("mixed", 0.3), seed=0)
     seed_everything(0)
     method = create_method("late_fusion", data.info, tiny_encoders())
-    result = train_method(method, data, TrainingConfig(epochs=1, batch_size=64, device="cpu"), seed=0)
+    result = train_method(method, data, TrainingConfig(max_epochs=1, batch_size=64, device="cpu"), seed=0)
     assert np.isfinite(result.history[0]["train_loss"]), f"{label}: non-finite loss"
     test = data.splits["test"]
     probs = predict(method, test, data.train_prior, torch.device("cpu"), 64)

@@ -190,7 +190,7 @@ def check_state_dict_round_trip(name: str, data: PreparedData, encoders: Encoder
 def check_trains_through_the_shared_loop(name: str, data: PreparedData, encoders: EncoderConfig) -> None:
     """Two epochs through ``train_method`` + ``predict`` on masked data: the contract is complete."""
     method = build(name, data, encoders)
-    result = train_method(method, data, TrainingConfig(epochs=2, batch_size=32), seed=0)
+    result = train_method(method, data, TrainingConfig(max_epochs=2, batch_size=32), seed=0)
     assert result.history, f"{name}: no epoch recorded"
     probs = predict(method, data.splits["test"], data.train_prior, torch.device("cpu"), 64)
     assert probs.shape == (len(data.splits["test"]), data.info.num_classes)
@@ -226,7 +226,7 @@ def check_test_split_never_reaches_training(name: str, data: PreparedData, encod
     runs = []
     for prepared in (data, poisoned(data)):
         method = build(name, prepared, encoders, seed=5)
-        train_method(method, prepared, TrainingConfig(epochs=2, batch_size=32), seed=5)
+        train_method(method, prepared, TrainingConfig(max_epochs=2, batch_size=32), seed=5)
         val = predict(method, prepared.splits["val"], prepared.train_prior, torch.device("cpu"), 64)
         runs.append((method.state_dict(), val))
     (state_a, val_a), (state_b, val_b) = runs

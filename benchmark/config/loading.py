@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from benchmark.config.schema import BenchmarkConfig
+from benchmark.config.schema import METHOD_TRAINING_KEYS, BenchmarkConfig
 from core.errors import ConfigError
 from core.options import from_mapping, to_mapping
 from core.registry import UnknownNameError
@@ -48,16 +48,51 @@ def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, A
     return out
 
 
-def method_defaults(name: str) -> dict[str, Any]:
-    """``options`` from ``configs/methods/<name>.yaml`` (empty if the file does not exist)."""
+METHOD_FILE_KEYS = ("display_name", "options", "search_space", "training")
+
+
+def method_file(name: str) -> tuple[Path, dict[str, Any]]:
+    """``configs/methods/<name>.yaml`` and its content (empty if the file does not exist)."""
     path = CONFIG_DIR / "methods" / f"{name}.yaml"
     if not path.exists():
-        return {}
+        return path, {}
     data = read_yaml(path)
-    unknown = sorted(set(data) - {"options", "search_space", "display_name"})
+    unknown = sorted(set(data) - set(METHOD_FILE_KEYS))
     if unknown:
-        raise ConfigError(f"{path}: unknown key '{unknown[0]}'; known: display_name, options, search_space")
-    return dict(data.get("options") or {})
+        raise ConfigError(f"{path}: unknown key '{unknown[0]}'; known: {', '.join(METHOD_FILE_KEYS)}")
+    return path, data
+
+
+def method_defaults(name: str) -> dict[str, Any]:
+    """``options`` from ``configs/methods/<name>.yaml`` (empty if the file does not exist)."""
+    return dict(method_file(name)[1].get("options") or {})
+
+
+def checked_recipe(recipe: Mapping[str, Any], where: str) -> dict[str, float]:
+    """A method's own optimiser values: only ``lr`` and ``weight_decay`` -- a per-method budget
+    (epochs, patience, batch size) would make the comparison unfair."""
+    bad = sorted(set(recipe) - set(METHOD_TRAINING_KEYS))
+    if bad:
+        raise ConfigError(f"{where}.{bad[0]}: a method may set only {', '.join(METHOD_TRAINING_KEYS)} "
+                          "(the epoch budget, patience and batch size are shared by every method)")
+    for key, value in recipe.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (key == "lr" and value == 0):
+            raise ConfigError(f"{where}.{key}: expected a positive number, got {value!r}")
+    return {k: float(v) for k, v in recipe.items()}
+
+
+def method_training(name: str) -> dict[str, float]:
+    """The method recipe's optimiser values (``training:`` in ``configs/methods/<name>.yaml``)."""
+    path, data = method_file(name)
+    return checked_recipe(dict(data.get("training") or {}), f"{path}: training")
+
+
+def check_budget(cfg: BenchmarkConfig, method: str, cls: Any, options: Any, where: str) -> None:
+    """A budget too small for a method's defining stages is an error naming the minimum."""
+    minimum, reason = cls.minimum_epochs(options)
+    if cfg.training.max_epochs < minimum:
+        raise ConfigError(f"{where}: training.max_epochs = {cfg.training.max_epochs} is too small for method "
+                          f"'{method}': it needs at least {minimum} epochs ({reason})")
 
 
 def method_search_space(name: str) -> dict[str, Any]:
@@ -90,6 +125,9 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         preset["dataset"] = as_section(preset["dataset"])
     merged = deep_merge(deep_merge(preset, body), overrides)
     merged["dataset"]["name"] = name
+    if "epochs" in (merged.get("training") or {}):
+        raise ConfigError(f"{where}: training.epochs was renamed training.max_epochs (the shared budget is now "
+                          "max_epochs with early stopping: patience, min_epochs)")
     cfg = from_mapping(BenchmarkConfig, merged, where)
     try:
         dataset_cls = get_dataset_class(cfg.dataset.name)
@@ -98,14 +136,22 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         raise ConfigError(f"{where}: {exc}") from None
     from_mapping(dataset_cls.Options, cfg.dataset.options, f"{where}: dataset '{cfg.dataset.name}' options")
     unknown = sorted(set(cfg.method_options) - set(cfg.methods))
+    unknown += sorted(set(cfg.method_training or {}) - set(cfg.methods))
     extra = [m for m in unknown if m not in list_methods()]
     if extra:
         raise ConfigError(f"{where}.method_options: unknown method '{extra[0]}'; known: {', '.join(list_methods())}")
-    resolved = {}
+    resolved, recipes = {}, {}
     for method, cls in method_classes.items():
         opts = deep_merge(method_defaults(method), cfg.method_options.get(method) or {})
         resolved[method] = from_mapping(cls.Options, opts, f"{where}: method '{method}' options")
-    return replace(cfg, method_options=resolved)
+        check_budget(cfg, method, cls, resolved[method], where)
+        # Layering: the method file's recipe -> the config's method_training -> a CLI --lr, which
+        # applies to every method alike.
+        given = checked_recipe(dict((cfg.method_training or {}).get(method) or {}),
+                               f"{where}: method_training.{method}")
+        recipe = {**method_training(method), **given}
+        recipes[method] = {k: v for k, v in recipe.items() if k not in (overrides.get("training") or {})}
+    return replace(cfg, method_options=resolved, method_training=recipes)
 
 
 def dump_config(cfg: BenchmarkConfig) -> str:

@@ -1,9 +1,9 @@
 """Running a grid of RunSpecs: resume, one parent MLflow run per invocation, progress, failures.
 
 Cells already FINISHED in MLflow are skipped (the rule of ``benchmark.tracking``), so an
-interrupted grid continues where it stopped.  With the Ray executor and more than one worker on
-the default SQLite store, a local MLflow server is started for the duration of the grid so that
-SQLite has one writer.
+interrupted grid continues where it stopped.  With more than one worker (Ray, or local worker
+processes: ``benchmark.execution.local_pool``) on the default SQLite store, a local MLflow server
+is started for the duration of the grid so that SQLite has one writer.
 
 Crash safety (what each way of dying leaves behind):
 
@@ -37,6 +37,7 @@ from benchmark.config.loading import dump_config
 from benchmark.config.schema import BenchmarkConfig
 from benchmark.execution.executors import Executor, LocalExecutor, RayExecutor, message
 from benchmark.execution.interrupts import as_interrupted
+from benchmark.execution.local_pool import LocalPoolExecutor, start_resource_tracker
 from benchmark.grid.spec import RunSpec
 from benchmark.tracking.processes import INVOCATION_ENV, start_watchdog, stop_watchdog
 from benchmark.tracking.runs import tracked_run
@@ -78,7 +79,9 @@ def make_executor(cfg: BenchmarkConfig, progress: Progress) -> Executor:
     e = cfg.execution
     if e.executor == "ray":
         return RayExecutor(e.workers, e.ray_address, e.retries, e.gpus_per_task, e.threads_per_worker)
-    return LocalExecutor(progress)
+    if e.workers > 1:  # N worker processes sharing this machine's device
+        return LocalPoolExecutor(e.workers, e.threads_per_worker, e.retries)
+    return LocalExecutor(progress)  # workers: 1, serial in this process
 
 
 def run_grid(cfg: BenchmarkConfig, grid: Sequence[RunSpec], console: Console) -> GridOutcome:
@@ -89,9 +92,12 @@ def run_grid(cfg: BenchmarkConfig, grid: Sequence[RunSpec], console: Console) ->
     if uri.startswith("sqlite:"):
         ensure_writable(results_dir / "mlartifacts")
     server = None
-    if cfg.execution.executor == "ray" and cfg.execution.workers > 1 and uri.startswith("sqlite:"):
-        # Many processes never write one SQLite file: they go through a local tracking server.
+    if cfg.execution.workers > 1 and uri.startswith("sqlite:"):
+        # Many processes (Ray tasks or local workers) never write one SQLite file: they go through
+        # a local tracking server.
         server = LocalMlflowServer(results_dir, backend_uri=uri)
+    if cfg.execution.executor == "local" and cfg.execution.workers > 1:
+        start_resource_tracker()  # before the watchdog, which would count it as the grid's
     # Everything started from here on carries the marker; the watchdog stops it if this process dies.
     previous = os.environ.get(INVOCATION_ENV)
     os.environ[INVOCATION_ENV] = uuid.uuid4().hex
@@ -153,7 +159,7 @@ def execute(cfg: BenchmarkConfig, grid: Sequence[RunSpec], uri: str, console: Co
                 make_executor(cfg, progress).execute(todo, runner, on_done, monitor)
             except TrackingUnavailable:
                 raise  # nothing can be written: the next start closes what is left RUNNING
-            except BaseException as exc:  # the cells in flight (Ray workers) go down with the grid
+            except BaseException as exc:  # the cells in flight (Ray or local workers) go down with the grid
                 if isinstance(exc, KeyboardInterrupt):
                     exc = as_interrupted(exc)
                 why = f"interrupted: {exc}" if isinstance(exc, KeyboardInterrupt) else \

@@ -11,10 +11,11 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from benchmark.execution.interrupts import deferred
 from benchmark.summary.build import build_leaderboards
+from benchmark.summary.scenarios import build_suite
 from benchmark.tracking.store import StorageError, ensure_writable
 
 STAGING = ".leaderboard-staging-"
@@ -23,6 +24,17 @@ STAGING = ".leaderboard-staging-"
 def publish_leaderboards(tracking_uri: str, results_dir: Path, datasets: Sequence[str], **options: Any) -> list[Path]:
     """``build_leaderboards`` (its ``options`` passed on) into ``results_dir``, all files replaced
     together at the end; returns the final paths."""
+    return publish(results_dir, lambda staging: build_leaderboards(tracking_uri, staging, datasets, **options))
+
+
+def publish_suite(tracking_uri: str, results_dir: Path, suite: str, mlflow_ui: str | None = None) -> list[Path]:
+    """A suite's per-entry leaderboards and ``summary.*`` (``summary.scenarios.build_suite``), published
+    the same way (all files replaced together at the end)."""
+    return publish(results_dir, lambda staging: build_suite(tracking_uri, staging, suite, mlflow_ui))
+
+
+def publish(results_dir: Path, build: Callable[[Path], list[Path]]) -> list[Path]:
+    """``build(staging)`` writes into a staging folder; its files then replace those of ``results_dir``."""
     results_dir = Path(results_dir)
     ensure_writable(results_dir)
     for old in results_dir.glob(f"{STAGING}*"):  # left by a process killed while building
@@ -35,7 +47,7 @@ def publish_leaderboards(tracking_uri: str, results_dir: Path, datasets: Sequenc
             if folder.is_dir() and (folder / "leaderboard.md").exists() and folder != staging:
                 (staging / folder.name).mkdir(exist_ok=True)
                 (staging / folder.name / "leaderboard.md").touch()
-        written = build_leaderboards(tracking_uri, staging, datasets, **options)
+        written = build(staging)
         final = []
         with deferred():
             for path in written:

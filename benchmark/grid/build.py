@@ -14,9 +14,10 @@ def cell_spec(cfg: BenchmarkConfig, method: str, missing: MissingSpec, seed: int
     """The RunSpec of one cell; ``options``/``training`` default to the config's (tuning overrides them)."""
     reference = method == ORACLE_METHOD
     return RunSpec(method=method, dataset=cfg.dataset, missing=missing, seed=int(seed),
-                   training=training or cfg.training, encoders=cfg.encoders,
+                   training=training or (cfg.training if reference else cfg.training_for(method)), encoders=cfg.encoders,
                    options=None if reference else (options if options is not None else cfg.options_for(method)),
-                   tuned=tuned, fingerprint=run_fingerprint(None if reference else method, cfg.dataset, cfg.encoders))
+                   tuned=tuned, fingerprint=run_fingerprint(None if reference else method, cfg.dataset, cfg.encoders),
+                   evaluation=cfg.evaluation)
 
 
 def build_grid(cfg: BenchmarkConfig, with_oracle: bool) -> list[RunSpec]:

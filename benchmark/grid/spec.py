@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from benchmark.config.schema import DatasetSection, TrainingConfig
+from benchmark.config.schema import DatasetSection, EvaluationConfig, TrainingConfig
 from core.encoders import EncoderConfig
 from core.masks import MissingSpec
 from core.options import to_mapping
@@ -70,6 +70,7 @@ class RunSpec:
     options: Any = None              # the method's validated Options instance (None for the oracle)
     tuned: Mapping[str, Any] | None = None  # provenance of --tuned parameters (trials, file, ...)
     fingerprint: Mapping[str, str] | None = None  # code, data, weights (benchmark.grid.fingerprint)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)  # post-hoc calibration
 
     @property
     def is_reference(self) -> bool:
@@ -77,8 +78,8 @@ class RunSpec:
 
     def identity(self) -> dict[str, Any]:
         """What makes this run this run: method, resolved options, dataset, missing spec, seed,
-        budget, encoders, whether the options came from tuning, and the fingerprints of the code,
-        data and weights it computes with.  Nothing else may change a result, so nothing else is
+        budget, encoders, the post-hoc calibration, whether the options came from tuning, and the
+        fingerprints of the code, data and weights it computes with.  Nothing else may change a result, so nothing else is
         in it (the device, the thread count and the data root's path are not)."""
         training = {k: v for k, v in to_mapping(self.training).items() if k not in NON_IDENTITY_TRAINING}
         dataset = to_mapping(self.dataset)
@@ -86,10 +87,11 @@ class RunSpec:
         return {"method": self.method,
                 "options": to_mapping(self.options) if self.options is not None else {},
                 "dataset": dataset,
-                "missing": to_mapping(self.missing),
+                "missing": self.missing.identity(),  # mechanism fields only when not plain mcar
                 "seed": int(self.seed),
                 "training": {} if self.is_reference else training,
                 "encoders": {} if self.is_reference else to_mapping(self.encoders),
+                "evaluation": {} if self.is_reference else to_mapping(self.evaluation),
                 "tuned": bool(self.tuned),
                 "fingerprint": dict(self.fingerprint or {})}
 
@@ -104,7 +106,8 @@ class RunSpec:
 
     def label(self) -> str:
         m = self.missing
-        return f"{self.method} | {m.pattern}/{m.protocol} rate={m.rate:g} | seed={self.seed}"
+        mechanism = f" {m.mechanism_label}" if m.mechanism_label else ""
+        return f"{self.method} | {m.pattern}/{m.protocol}{mechanism} rate={m.rate:g} | seed={self.seed}"
 
     def params(self) -> dict[str, Any]:
         """The flat MLflow params of the run (the leaderboard reads these names)."""
@@ -112,7 +115,11 @@ class RunSpec:
         ref = self.is_reference
         return {"method": self.method, "dataset": self.dataset.name, "pattern": self.missing.pattern,
                 "protocol": self.missing.protocol, "rate": float(self.missing.rate), "seed": int(self.seed),
-                "epochs": 0 if ref else t.epochs, "batch_size": 0 if ref else t.batch_size,
+                "max_epochs": 0 if ref else t.max_epochs,
+                "patience": 0 if ref else t.patience, "min_epochs": 0 if ref else t.min_epochs, "batch_size": 0 if ref else t.batch_size,
                 "lr": 0.0 if ref else t.lr, "weight_decay": 0.0 if ref else t.weight_decay,
                 "config_hash": self.config_hash(), "image_share": self.missing.image_share,
-                "encoder_image": self.encoders.image.model, "encoder_tabular_dim": self.encoders.tabular.dim}
+                "mechanism": self.missing.mechanism, "test_mechanism": self.missing.mechanism_for("test"),
+                "strength": float(self.missing.strength), "mar_column": self.missing.mar_column or "",
+                "encoder_image": self.encoders.image.model, "encoder_tabular_dim": self.encoders.tabular.dim,
+                "calibration": "none" if ref else self.evaluation.calibration}

@@ -13,7 +13,10 @@ dependency order:
 * ``tables``, ``provenance``, ``index``, ``assemble``: the documents of a dataset and of the index;
 * ``headline``, ``page_data``: the ranking and per-rate verdicts, the interactive page's JSON payload;
 * ``render``, ``page``, ``plots``, ``heatmap``: Markdown / HTML page / rich output and the figures;
-* ``build``: the files written for each dataset and ``results/README.md``.
+* ``build``: the files written for each dataset and ``results/README.md``;
+* ``contrast``, ``suite_runs``, ``claims``, ``scenarios``: a suite's files (``--suite scenarios``):
+  AUC differences of any two sides (e.g. against the oracle's independent-evidence ceiling), the
+  runs of each suite entry, the claims table, and the per-entry leaderboards + ``summary.*``.
 
 Trust rules: every expected cell is shown (missing seeds counted with the reason, never dropped);
 results of different configs are never averaged together; output depends only on the store, so

@@ -1,7 +1,7 @@
 """One dataset's leaderboard, computed once for the files and the console.
 
 The document (provenance, then per (pattern, protocol) section: summary tables, robustness,
-paired comparisons, single-modality scenarios), the CSV rows and the figures to draw are all
+paired comparisons, single-modality scenarios, calibration), the CSV rows and the figures to draw are all
 built here from the store's runs and logged predictions; nothing is written.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.summary.calibration import calibration_table
 from benchmark.summary.document import Bullets, Document, FigureRef, Heading, HeatmapPlot, Paragraph, RatePlot
 from benchmark.summary.formatting import fixed, rate_text
 from benchmark.summary.headline import Headline, build_headline, headline_blocks, heatmap_plot
@@ -87,6 +88,8 @@ def build_report(tracking_uri: str, dataset: str, runs: pd.DataFrame | None = No
             doc.blocks += comparison_tables(section, csv_rows, predictions)
             doc.blocks.append(Heading("Single-modality scenarios", 3))
             doc.blocks.append(scenario_table(section, csv_rows))
+            doc.blocks.append(Heading("Calibration", 3))
+            doc.blocks.append(calibration_table(section, csv_rows))
     finally:
         if predictions is not None:
             predictions.close()

@@ -90,6 +90,7 @@ class Curve:
     lows: Sequence[float]
     highs: Sequence[float]
     reference: bool = False
+    style: str = ""  # "" | "evidence": the independent-evidence ceiling (a second reference, dotted grey)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from benchmark.summary.compare import Comparison, compare
+from benchmark.summary.contrast import EVIDENCE_LABEL, ceiling_average
 from benchmark.summary.document import Block, Bullets, Cell, HeatmapPlot, TableView
 from benchmark.summary.formatting import MISSING, fixed, rate_text, signed
 from benchmark.summary.model import CellStat, Row, Section
@@ -78,6 +79,7 @@ class Headline:
     ranked: list[Ranked]
     bayes: CellStat | None
     verdicts: list[RateVerdict]
+    evidence: CellStat | None = None  # the independent-evidence ceiling's AVG, when the oracle logged it
 
 
 def best_per_rate(section: Section) -> dict[float, Row | None]:
@@ -114,7 +116,7 @@ def build_headline(section: Section, predictions: PredictionStore | None) -> Hea
             else:
                 v.ties.append(comp)
         verdicts.append(v)
-    return Headline(section, ranked, bayes, verdicts)
+    return Headline(section, ranked, bayes, verdicts, ceiling_average(section))
 
 
 def standing(headline: Headline, row: Row) -> str:
@@ -144,6 +146,10 @@ def headline_table(headline: Headline) -> TableView:
         ref = headline.section.reference_rows()[0]
         rows.append([Cell(MISSING), Cell(ref.label), Cell(MISSING), Cell(avg_text(headline.bayes), kind="ref"),
                      Cell("0.000", kind="ref"), Cell("reference", kind="ref")])
+    if headline.evidence is not None and headline.bayes is not None:
+        gap = headline.evidence.summary.mean - headline.bayes.summary.mean
+        rows.append([Cell(MISSING), Cell(EVIDENCE_LABEL), Cell(MISSING), Cell(avg_text(headline.evidence), kind="ref"),
+                     Cell(signed(gap), kind="ref"), Cell("reference (sum of the marginal LLRs)", kind="ref")])
     s = headline.section
     return TableView(
         f"Headline (pattern `{s.pattern}`, protocol `{s.protocol}`): methods ranked by AVG test AUC",

@@ -123,9 +123,10 @@ def clustered_variance(effects: Sequence[SampleEffects], weights: Sequence[float
 
 
 def honest_interval(values: Sequence[float], effects: Sequence[SampleEffects] | None,
-                    level: float = LEVEL) -> tuple[Summary, bool]:
+                    level: float = LEVEL, bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[Summary, bool]:
     """(summary, includes test noise): the interval of the mean over seeds described above; the
-    plain t interval over seeds when a seed has no per-sample predictions."""
+    plain t interval over seeds when a seed has no per-sample predictions.  ``bounds``: the range
+    the estimate lives in (an AUC: [0, 1]; a difference of two AUCs: [-1, 1])."""
     x = np.asarray(values, dtype=np.float64)
     if effects is None or len(effects) != len(x) or len(x) == 0:
         return t_interval(x, level), False
@@ -144,4 +145,4 @@ def honest_interval(values: Sequence[float], effects: Sequence[SampleEffects] | 
     quantile = float(sps.norm.ppf(0.5 + level / 2)) if math.isinf(df) else float(sps.t.ppf(0.5 + level / 2, df))
     half = quantile * math.sqrt(max(var, 0.0))
     # Every metric here (AUC, accuracy) lives in [0, 1]: a bound outside it says nothing more.
-    return Summary(n, mean, std, max(0.0, mean - half), min(1.0, mean + half)), True
+    return Summary(n, mean, std, max(bounds[0], mean - half), min(bounds[1], mean + half)), True

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmark.grid.spec import ORACLE_METHOD
 from benchmark.tracking.store import KEY_TAG, LEAK_TAG, experiment_name
+from core.masks import mechanism_label
 
 FAILED_STATUSES = ("FAILED", "KILLED")
 
@@ -69,6 +70,17 @@ def as_text(value: Any) -> str | None:
     return text if text else None
 
 
+def with_mechanism(protocol: str | None, mechanism: str | None, test: str | None, strength: Any,
+                   mar_column: str | None) -> str | None:
+    """``both`` for mcar runs (and runs from before mechanisms existed), else e.g.
+    ``both, mnar(s=1.5)`` or ``both, train mnar(s=1.5) -> test mcar``."""
+    train = mechanism if isinstance(mechanism, str) and mechanism else "mcar"  # NaN: a run of before
+    test = test if isinstance(test, str) and test else train
+    number = pd.to_numeric(pd.Series([strength]), errors="coerce").iloc[0]
+    label = mechanism_label(train, test, 1.0 if pd.isna(number) else float(number), mar_column)
+    return f"{protocol}, {label}" if isinstance(protocol, str) and label else protocol
+
+
 def _column(df: pd.DataFrame, name: str) -> pd.Series:
     if name in df:
         return df[name]
@@ -98,10 +110,15 @@ def normalise(raw: pd.DataFrame) -> pd.DataFrame:
     df["setting"] = [_setting(t, n) for t, n in zip(_column(df, "tags.tuned"), _column(df, "tags.tuning_trials"))]
     df["config_hash"] = _column(df, "params.config_hash").map(as_text).fillna("unknown")
     df["pattern"] = _column(df, "params.pattern").map(as_text)
-    df["protocol"] = _column(df, "params.protocol").map(as_text)
+    # A section per (pattern, protocol + mechanism): a non-mcar mechanism is named in the heading
+    df["protocol"] = [with_mechanism(p, m, t, s, c) for p, m, t, s, c in zip(
+        _column(df, "params.protocol").map(as_text), _column(df, "params.mechanism").map(as_text),
+        _column(df, "params.test_mechanism").map(as_text), _column(df, "params.strength"),
+        _column(df, "params.mar_column").map(as_text))]
     df["rate"] = pd.to_numeric(_column(df, "params.rate"), errors="coerce").astype(float)
     df["seed"] = pd.to_numeric(_column(df, "params.seed"), errors="coerce")
     df["machine"] = _column(df, "tags.machine").map(as_text)
+    df["calibration"] = _column(df, "params.calibration").map(as_text)  # evaluation.calibration
     df["commit"] = _column(df, "tags.mlflow.source.git.commit").map(as_text)
     df["mask_test"] = _column(df, "tags.mask_sha256_test").map(as_text)
     df["mask_train"] = _column(df, "tags.mask_sha256_train").map(as_text)

@@ -11,6 +11,7 @@ Trust rules enforced here:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -79,7 +80,8 @@ class Section:
 
     @property
     def slug(self) -> str:
-        return f"{self.pattern}_{self.protocol}"
+        # file-name safe: a protocol heading may name a mechanism (``both, mnar(s=1.5)``)
+        return re.sub(r"[^A-Za-z0-9_.=]+", "-", f"{self.pattern}_{self.protocol}").strip("-")
 
     def method_rows(self) -> list[Row]:
         return [r for r in self.rows if not r.is_reference]

@@ -16,6 +16,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from benchmark.summary.compare import Comparison
+from benchmark.summary.contrast import ceiling_cells
 from benchmark.summary.formatting import rate_text
 from benchmark.summary.headline import Headline
 from benchmark.summary.load import FAILED_STATUSES
@@ -154,7 +155,20 @@ def section_json(section: Section, headline: Headline, predictions: PredictionSt
             "seeds": list(section.seeds), "rows": rows, "cells": cells, "paired": paired, "verdicts": verdicts,
             "ranking": ranking, "bayes": cell_json(headline.bayes) if headline.bayes is not None else None,
             "runs": runs, "curves": curves, "calibration": calib,
-            "evidence": None}  # hook: the independent-evidence line (another issue) goes here
+            "evidence": evidence_json(section)}
+
+
+def evidence_json(section: Section) -> dict[str, list[dict[str, Any]]] | None:
+    """The independent-evidence ceiling per scenario prefix (the page's second reference line):
+    ``{prefix: [{rate, m, lo, hi, n}, ...]}`` for the scenarios the oracle logged a ceiling for;
+    None when it logged none (other datasets have no oracle, older oracles no ceiling)."""
+    out = {}
+    for prefix, _ in SCENARIOS:
+        cells = ceiling_cells(section, prefix)
+        if cells is not None:
+            out[prefix] = [{"rate": float(rate), "m": r4(c.summary.mean), "lo": r4(c.summary.ci_low),
+                            "hi": r4(c.summary.ci_high), "n": c.n} for rate, c in zip(section.rates, cells)]
+    return out or None
 
 
 def dataset_json(dataset: str, provenance_lines: list[str], sections: list[Section], headlines: list[Headline],

@@ -43,7 +43,8 @@ def _save(fig: Figure, out_stem: Path, salt: str) -> str:
 
 def plot_metric_vs_rate(curves: Sequence[Curve], out_stem: Path, title: str, xlabel: str, ylabel: str) -> str:
     """Metric against missing rate, one solid line per method with 95% interval error bars, the
-    Bayes reference dashed (black).  Uses the Figure API, so no pyplot backend is touched."""
+    Bayes reference dashed (black), the independent-evidence ceiling (when the oracle logged it)
+    dotted (grey).  Uses the Figure API, so no pyplot backend is touched."""
     fig = Figure(figsize=(9.0, 5.0), layout="constrained")
     ax = fig.add_subplot()
     colours = [c for c in _palette()]
@@ -61,6 +62,10 @@ def plot_metric_vs_rate(curves: Sequence[Curve], out_stem: Path, title: str, xla
         hi = np.asarray(curve.highs, float)
         ok = np.isfinite(m)
         if not ok.any():
+            continue
+        if curve.style == "evidence":  # the second reference: the independent-evidence ceiling
+            ax.plot(r[ok], m[ok], linestyle=":", color="#555555", linewidth=1.8, marker="", label=curve.label,
+                    zorder=3)
             continue
         if curve.reference:
             ax.plot(r[ok], m[ok], linestyle="--", color="black", linewidth=1.8, marker="", label=curve.label,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from benchmark.grid.fingerprint import git_commit
+from benchmark.summary.calibration import calibration_line
 from benchmark.summary.load import FAILED_STATUSES, latest_per_key
 
 
@@ -57,6 +58,7 @@ def provenance(runs: pd.DataFrame, older: pd.DataFrame | None = None) -> list[st
         f"**Commit:** {commit_line(runs, 'leaderboard')}.",
         f"**Machine:** {joined(runs['machine'])}.",
         f"**Config hashes:** {hashes}.",
+        calibration_line(latest),
         f"**Code and data fingerprints** (one per row): {fingerprint_text(latest)}.",
         leak_text(latest),
     ]

@@ -12,6 +12,7 @@ import numpy as np
 
 from benchmark.grid.spec import EVAL_SCENARIOS, metric_prefix
 from benchmark.summary.compare import Comparison, compare
+from benchmark.summary.contrast import EVIDENCE_LABEL, EVIDENCE_METHOD, ceiling_average, ceiling_cells
 from benchmark.summary.document import Block, Cell, Curve, FigureRef, Paragraph, RatePlot, TableView
 from benchmark.summary.formatting import MISSING, format_cell, p_text, rate_text, row_cells, signed
 from benchmark.summary.model import CellStat, Row, Section
@@ -70,6 +71,9 @@ def summary_tables(section: Section, csv_rows: list[dict[str, Any]]) -> list[Tab
                     cell = Cell(cell.text, bold=True, kind=cell.kind)
                 out.append(cell)
             rows.append(out)
+        ceiling = evidence_row(section, csv_rows) if metric == "test_auc" else None
+        if ceiling is not None:
+            rows.append(ceiling)
         tables.append(TableView(
             f"Test {shown} by missing rate (pattern `{section.pattern}`, protocol `{section.protocol}`)",
             ["method", "training"] + [f"rate {rate_text(r)}" for r in section.rates] + ["AVG"], rows,
@@ -77,6 +81,21 @@ def summary_tables(section: Section, csv_rows: list[dict[str, Any]]) -> list[Tab
                  f"the {len(section.rates)} rates, then summarised over seeds (only seeds with every rate). "
                  f"Best method per column in bold. {MISSING} / 'n=k of m' = missing runs, with the reason."))
     return tables
+
+
+def evidence_row(section: Section, csv_rows: list[dict[str, Any]]) -> list[Cell] | None:
+    """The independent-evidence ceiling's reference row of the test-AUC table (and its CSV rows):
+    the AUC of the sum of the marginal LLRs, logged by the oracle; None when the oracle logged none."""
+    per_rate = ceiling_cells(section)
+    avg = ceiling_average(section)
+    if per_rate is None or avg is None:
+        return None
+    oracle = section.reference_rows()[0]
+    base = {"table": "summary", "pattern": section.pattern, "protocol": section.protocol, "method": EVIDENCE_METHOD,
+            "display": EVIDENCE_LABEL, "setting": "", "config_hash": oracle.config_hash, "reference": oracle.method}
+    for rate, c in zip([rate_text(r) for r in section.rates] + ["AVG"], per_rate + [avg]):
+        csv_rows.append({**base, "rate": rate, "metric": "ceiling_test_auc", **_csv_stat(c)})
+    return [Cell(EVIDENCE_LABEL), Cell(MISSING)] + [format_cell(c) for c in per_rate + [avg]]
 
 
 def robustness(section: Section, csv_rows: list[dict[str, Any]], figures: list[RatePlot],
@@ -117,6 +136,11 @@ def robustness(section: Section, csv_rows: list[dict[str, Any]], figures: list[R
                     text += f" (n={len(common)} of {len(section.seeds)})"
                 out.append(Cell(text, kind="missing" if partial else ""))
         rows.append(out)
+    evidence = ceiling_cells(section)
+    if evidence is not None:  # the second reference line: what calibrated late fusion can reach at best
+        curves.append(Curve(EVIDENCE_LABEL, section.rates, [c.summary.mean for c in evidence],
+                            [c.summary.ci_low for c in evidence], [c.summary.ci_high for c in evidence],
+                            reference=True, style="evidence"))
     columns = ["method", "training", f"AUC area (rates {span}, normalised)"]
     if has_zero:
         columns += [f"drop at {rate_text(r)}" for r in section.rates if r != 0.0]
@@ -133,7 +157,9 @@ def robustness(section: Section, csv_rows: list[dict[str, Any]], figures: list[R
     figures.append(plot)
     # The SVG is filled in when the plot is drawn (document.with_svgs).
     blocks.append(FigureRef(plot.stem, f"{plot.title}. Solid: methods (error bars: 95% interval, seeds and test samples); "
-                                       f"dashed black: Bayes oracle, shaded: its 95% interval.", svg=""))
+                                       f"dashed black: Bayes oracle, shaded: its 95% interval" +
+                                       ("; dotted grey: independent-evidence ceiling (sum of the marginal LLRs)."
+                                        if evidence is not None else "."), svg=""))
     return blocks
 
 

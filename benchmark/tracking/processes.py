@@ -11,12 +11,15 @@
   setting is not inherited by the child's own children: ``mlflow server`` forwards SIGTERM to
   its uvicorn, and anything else is found by :func:`processes_with_env` (each child carries a
   marker variable in its environment, which its descendants inherit).
+* :func:`die_with_parent`: the same parent-death signal, set from inside a child the driver started
+  itself (the local executor's ``multiprocessing`` workers).
 * :func:`start_watchdog`: a watchdog process (``benchmark/tracking/watchdog.py``) that, when the
   driver dies, stops every process carrying the invocation's marker variable
   (``MEDFUSION_INVOCATION``): the MLflow server and uvicorn, Ray's processes, agents and workers.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -96,6 +99,15 @@ def bound_to_driver(cmd: list[str]) -> list[str]:
     if not sys.platform.startswith("linux"):
         return list(cmd)
     return [sys.executable, "-I", "-S", "-c", LAUNCHER, str(os.getpid()), *cmd]
+
+
+def die_with_parent(parent: int) -> None:
+    """Called first thing in a child that ``parent`` started (a local worker process): the child
+    receives SIGTERM when ``parent`` dies (Linux), and exits now if that already happened."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(0)
 
 
 def environment(pid: int) -> dict[str, str]:

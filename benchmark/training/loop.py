@@ -1,7 +1,11 @@
 """The one training loop for every method; it calls only the method contract.
 
-AdamW (unless the method configures its own optimiser), the shared epoch budget, validation-based
-model selection on the dataset's primary metric, deterministic under a seed.  The test split is
+AdamW (unless the method configures its own optimiser), the shared budget (``max_epochs`` with
+early stopping: ``patience``, ``min_epochs``), validation-based model selection on the dataset's
+primary metric, deterministic under a seed.  Early stopping is the same rule for every method: in
+the method's *last* stage (earlier stages, e.g. a contrastive pre-training, always run in full),
+once ``min_epochs`` are done, training stops after ``patience`` epochs in which neither the
+validation score of the whole model nor that of any selection group improved.  The test split is
 never touched here.  ``training.precision`` (``benchmark.training.precision``) autocasts the
 forward pass and the loss; with ``fp32`` (the CPU default) the loop is the plain fp32 loop.
 """
@@ -29,6 +33,8 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     group_best_epochs: dict[str, int] = field(default_factory=dict)
     precision: str = "fp32"          # the resolved training.precision the run trained in
+    epochs_trained: int = 0          # epochs actually run (< max_epochs when it stopped early)
+    stopped_early: bool = False
 
 
 def group_validation_score(method: FusionMethod, data: PreparedData, group: SelectionGroup,
@@ -86,14 +92,20 @@ def train_method(method: FusionMethod, data: PreparedData, cfg: TrainingConfig, 
     train, val = data.splits["train"], data.splits["val"]
     rng = np.random.default_rng(seed)
     optimizer, scheduler = method.configure_optimizer(
-        OptimizerSettings(lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs))
+        OptimizerSettings(lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.max_epochs))
     best_state, best_val, best_epoch = None, -np.inf, -1
     groups = method.selection_groups()
     group_best: dict[str, tuple[float, int, dict[str, torch.Tensor]]] = {}
     history: list[dict[str, float]] = []
     epoch = 0
     metric = data.info.primary_metric
-    for stage in method.stages(cfg.epochs):
+    stages = method.stages(cfg.max_epochs)
+    last_improvement, stopped_early = -1, False
+    for stage_index, stage in enumerate(stages):
+        final_stage = stage_index == len(stages) - 1
+        stage_start = epoch
+        if stopped_early:
+            break
         for _ in range(stage.epochs):
             method.train()
             sums: dict[str, float] = {}
@@ -143,7 +155,7 @@ def train_method(method: FusionMethod, data: PreparedData, cfg: TrainingConfig, 
                 score = val_metrics.get(metric, float("nan"))
                 score = -np.inf if np.isnan(score) else score
                 if best_state is None or score > best_val:
-                    best_val, best_epoch = score, epoch
+                    best_val, best_epoch, last_improvement = score, epoch, epoch
                     best_state = copy.deepcopy(method.state_dict())
                 for name, group in groups.items():
                     group_score = group_validation_score(method, data, group, device, cfg.eval_batch_size,
@@ -152,10 +164,15 @@ def train_method(method: FusionMethod, data: PreparedData, cfg: TrainingConfig, 
                     group_score = -np.inf if np.isnan(group_score) else group_score
                     if name not in group_best or group_score > group_best[name][0]:
                         group_best[name] = (group_score, epoch, selection_group_state(method.state_dict(), group))
+                        last_improvement = epoch
             history.append(record)
             if on_epoch is not None:
                 on_epoch(epoch, record)
             epoch += 1
+            if (final_stage and stage.select_model and len(val) and cfg.patience > 0 and epoch >= cfg.min_epochs
+                    and epoch - 1 - max(last_improvement, stage_start - 1) >= cfg.patience):
+                stopped_early = True
+                break
     if best_state is not None:
         for _, _, group_state in group_best.values():  # each group from its own best epoch
             best_state.update(group_state)
@@ -171,4 +188,4 @@ def train_method(method: FusionMethod, data: PreparedData, cfg: TrainingConfig, 
     else:  # no validation split: last epoch (CMML spec's rule, applied to every method)
         best_epoch = epoch - 1
     return TrainResult(best_epoch, float(best_val) if np.isfinite(best_val) else float("nan"), history,
-                       {name: e for name, (_, e, _) in group_best.items()}, precision.name)
+                       {name: e for name, (_, e, _) in group_best.items()}, precision.name, epoch, stopped_early)

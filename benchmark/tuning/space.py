@@ -167,7 +167,7 @@ def split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
 
 def default_params(cfg: BenchmarkConfig, method: str, space: Mapping[str, ParamSpec]) -> dict[str, Any]:
     """The config's own values for the searched parameters (those inside the space)."""
-    options, training = to_mapping(cfg.options_for(method)), to_mapping(cfg.training)
+    options, training = to_mapping(cfg.options_for(method)), to_mapping(cfg.training_for(method))
     out = {}
     for name, p in space.items():
         source = options if p.section == "options" else training
@@ -182,4 +182,4 @@ def resolve_params(cfg: BenchmarkConfig, method: str, options: Mapping[str, Any]
     trial's parameters are drawn, or when a tuned file is loaded)."""
     merged = {**to_mapping(cfg.options_for(method)), **options}
     return (from_mapping(get_method_class(method).Options, merged, f"{where}: options"),
-            from_mapping(TrainingConfig, {**to_mapping(cfg.training), **training}, f"{where}: training"))
+            from_mapping(TrainingConfig, {**to_mapping(cfg.training_for(method)), **training}, f"{where}: training"))

@@ -74,7 +74,7 @@ def open_study(cfg: BenchmarkConfig, tcfg: TuneConfig, method: str, name: str, s
         console.print(f"  trial {stale.number} of {method} was left unfinished: marked FAIL, parameters enqueued again")
     if tcfg.enqueue_defaults and not study.trials:
         study.enqueue_trial(default_params(cfg, method, space), user_attrs={"defaults": True})
-    max_steps = len(tcfg.tuning_seeds) * cfg.training.epochs
+    max_steps = len(tcfg.tuning_seeds) * cfg.training.max_epochs
     return optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(tcfg, len(study.trials)),
                              pruner=make_pruner(tcfg, max_steps))
 
@@ -104,7 +104,7 @@ def run_study(cfg: BenchmarkConfig, tcfg: TuneConfig, method: str, mspec: Missin
     name = study_name(cfg, method, mspec, fingerprint)
     study = open_study(cfg, tcfg, method, name, storage, space, console)
     for key, value in {"dataset": cfg.dataset.name, "method": method, "missing": mspec.label,
-                       "tuning_seeds": list(tcfg.tuning_seeds), "epochs": cfg.training.epochs,
+                       "tuning_seeds": list(tcfg.tuning_seeds), "epochs": cfg.training.max_epochs,
                        "fingerprint": fingerprint}.items():
         study.set_user_attr(key, value)
     parent_kwargs = parent_run(tracker, exp_id, name, method, cfg.dataset.name, mspec)
@@ -115,7 +115,7 @@ def run_study(cfg: BenchmarkConfig, tcfg: TuneConfig, method: str, mspec: Missin
         mlflow.set_tag("trials_target", str(tcfg.trials))  # a tag: --trials may grow on a later run
         if "run_id" not in parent_kwargs:  # MLflow params are immutable; the fingerprint fixes them for the study
             mlflow.log_params({"tuning_seeds": ",".join(map(str, tcfg.tuning_seeds)),
-                               "evaluation_seeds_held_out": ",".join(map(str, cfg.seeds)), "epochs": cfg.training.epochs,
+                               "evaluation_seeds_held_out": ",".join(map(str, cfg.seeds)), "epochs": cfg.training.max_epochs,
                                "sampler": json.dumps(to_mapping(tcfg.sampler)), "pruner": json.dumps(to_mapping(tcfg.pruner)),
                                "search_space": json.dumps(space_mapping(space))[:6000],
                                **{f"train_rows_seed{s}": len(d.splits["train"]) for s, d in data_by_seed.items()},

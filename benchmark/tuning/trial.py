@@ -34,7 +34,7 @@ def run_trial(cfg: BenchmarkConfig, tcfg: TuneConfig, method: str, trial: optuna
     marked FAIL and the exception propagates (nothing is skipped silently).
     """
     params = {n: p.suggest(trial) for n, p in space.items()}
-    epochs = cfg.training.epochs
+    epochs = cfg.training.max_epochs  # step offsets: seed index x the cap (early stopping ends sooner)
     tags = {"kind": "tuning_trial", "optuna_study": name, "optuna_trial": str(trial.number), "method": method,
             "dataset": cfg.dataset.name, "mlflow.parentRunId": parent_id}
     state, value, note = TrialState.COMPLETE, None, ""

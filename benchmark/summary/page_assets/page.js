@@ -253,9 +253,10 @@
       series.push({key: r.id, label: lab(r), color: r.ref ? "#000000" : colourOf(s, r.id), points: pts, dash: r.ref ? "6 4" : null,
                    band: r.ref, hidden: !!state.hidden[r.id]});
     });
-    if (s.evidence) {  /* hook: the independent-evidence line, when the payload carries it */
-      series.push({key: "evidence", label: "independent evidence", color: "#555555", dash: "2 3", markers: false,
-                   points: s.evidence.map(function (p) { return [p.rate, p.m, null, null]; }), hidden: !!state.hidden.evidence});
+    var ev = s.evidence ? s.evidence[scen] : null;  /* the independent-evidence ceiling of this scenario */
+    if (ev) {
+      series.push({key: "evidence", label: "independent-evidence ceiling", color: "#555555", dash: "2 3", markers: false,
+                   points: ev.map(function (p) { return [p.rate, p.m, null, null]; }), hidden: !!state.hidden.evidence});
     }
     var box = clear(document.getElementById("plot"));
     box.appendChild(linePlot({series: series, xticks: s.rates.map(function (r, j) { return [r, s.rate_labels[j]]; }),
