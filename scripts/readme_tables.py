@@ -1,7 +1,9 @@
 """Print compact Markdown tables (test AUC by rate, mean [95% interval]; single-modality scenarios) from a
 leaderboard CSV.
 
-Used to paste the measured synthetic results into README: python scripts/readme_tables.py results/synthetic/leaderboard.csv
+Used to paste the measured synthetic results into README:
+python scripts/readme_tables.py results/synthetic/leaderboard.csv [default|tuned]
+(the second argument keeps the rows of that setting, and the reference rows).
 """
 from __future__ import annotations
 
@@ -19,8 +21,11 @@ def cell(row: pd.Series) -> str:
     return f"{r['mean']:.3f}"
 
 
-def main(path: str) -> None:
-    df = pd.read_csv(path, dtype={"rate": str})
+def main(path: str, setting: str | None = None) -> None:
+    df = pd.read_csv(path, dtype={"rate": str, "setting": str})
+    if setting:  # keep one setting's method rows (and the reference rows, whose setting is empty)
+        keep = df.setting.fillna("").str.startswith(setting) | df.method.isin(["bayes_oracle", "evidence_ceiling"])
+        df = df[keep]
     summary = df[(df.table == "summary") & (df.metric == "test_auc")]
     rates = sorted({r for r in summary.rate if r not in ("AVG",)}, key=float)
     order = summary.drop_duplicates("display")
@@ -45,4 +50,5 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "results/synthetic/leaderboard.csv")
+    main(sys.argv[1] if len(sys.argv) > 1 else "results/synthetic/leaderboard.csv",
+         sys.argv[2] if len(sys.argv) > 2 else None)

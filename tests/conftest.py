@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
 from benchmark.checks.methods import TINY_SYNTHETIC, tiny_encoders
 from core.masks import MissingSpec
@@ -60,3 +62,19 @@ def write_tiny_config(tmp_path: Path, epochs: int = 1) -> tuple[Path, Path]:
     cfg.write_text(TINY_GRID_CONFIG.format(epochs=epochs, results=results))
     return cfg, results
 
+
+
+STORE_TEMPLATE: dict[str, Path] = {}  # cleared by the fixtures that own the folder it lives in
+
+
+def empty_mlflow_store(folder: Path) -> Path:
+    """A migrated, empty MLflow SQLite file in ``folder``: created once, then copied (migrations
+    take seconds), for tests that fabricate stores."""
+    if "db" not in STORE_TEMPLATE:
+        template = folder.parent / "template" / "mlflow.db"
+        template.parent.mkdir(parents=True, exist_ok=True)
+        MlflowClient(f"sqlite:///{template}").search_experiments()
+        STORE_TEMPLATE["db"] = template
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(STORE_TEMPLATE["db"], folder / "mlflow.db")
+    return folder / "mlflow.db"

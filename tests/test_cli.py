@@ -109,3 +109,21 @@ def test_run_key_changes_with_a_method_code_default(monkeypatch):
     after = keys()
     assert after["late_fusion"] != before["late_fusion"]
     assert after["image_only"] == before["image_only"]
+
+
+def test_config_base_layers_a_variant_over_another_file(tmp_path):
+    """``base:`` puts another config file underneath (relative path); a missing or circular base is
+    one error naming the file."""
+    from benchmark.config import load_config
+    from core.errors import ConfigError
+    (tmp_path / "parent.yaml").write_text("methods: [late_fusion, early_fusion]\ntraining: {max_epochs: 7, lr: 0.002}\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nmethods: [late_fusion]\ntraining: {patience: 2}\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert cfg.methods == ("late_fusion",) and cfg.training.max_epochs == 7 and cfg.training.patience == 2
+    assert cfg.training.lr == 0.002
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"orphan.yaml: base: config file .*nowhere.yaml does not exist"):
+        load_config(tmp_path / "orphan.yaml")

@@ -19,6 +19,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import STORE_TEMPLATE, empty_mlflow_store
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from scipy import stats as sps
@@ -41,7 +42,6 @@ def _scores(rng: np.random.Generator, labels: np.ndarray, signal: float) -> np.n
     return 1 / (1 + np.exp(-z))
 
 
-_TEMPLATE: dict[str, Path] = {}
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +55,7 @@ def store_root(tmp_path_factory):
         root = tmp_path_factory.mktemp("stores")
     yield root
     shutil.rmtree(root, ignore_errors=True)
-    _TEMPLATE.clear()
-
-
-def _empty_store(root: Path) -> Path:
-    """A migrated, empty MLflow SQLite file: created once, then copied (migrations take seconds)."""
-    if "db" not in _TEMPLATE:
-        template = root.parent / "template" / "mlflow.db"
-        template.parent.mkdir(parents=True, exist_ok=True)
-        MlflowClient(f"sqlite:///{template}").search_experiments()
-        _TEMPLATE["db"] = template
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(_TEMPLATE["db"], root / "mlflow.db")
-    return root / "mlflow.db"
+    STORE_TEMPLATE.clear()
 
 
 class FakeStore:
@@ -75,7 +63,7 @@ class FakeStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.uri = f"sqlite:///{_empty_store(root)}"
+        self.uri = f"sqlite:///{empty_mlflow_store(root)}"
         self.client = MlflowClient(self.uri)
         self.clock = BASE_MS
         self.experiments: dict[str, str] = {}
@@ -532,3 +520,24 @@ def test_calibration_table_and_header(store_root, built, tmp_path):
     oracle = [line for line in table.splitlines() if line.startswith("| Bayes oracle")]
     assert len(oracle) == 2 and all("**" not in line for line in oracle)
     assert table.count("**") >= 2 * 3 * 2
+
+
+def test_convergence_table_reports_best_and_stopping_epochs(store_root, tmp_path):
+    """Median best epoch (1-based) with its range, the share selected at epoch 1, epochs trained,
+    early stops and runs whose best epoch was the cap, per method row."""
+    store = FakeStore(store_root / "convergence")
+    script = {"late_fusion": [(3, 8, 1), (5, 10, 1)], "early_fusion": [(0, 5, 1), (9, 10, 0)]}
+    for method, runs in script.items():
+        for seed, (best, trained, stopped) in enumerate(runs):
+            rid = store.log("synthetic", method, 0.0, seed, 1.0)
+            for name, value in (("best_epoch", best), ("epochs_trained", trained), ("stopped_early", stopped)):
+                store.client.log_metric(rid, name, float(value))
+            store.client.log_param(rid, "max_epochs", "10")
+    out = tmp_path / "r"
+    build_leaderboards(store.uri, out, ["synthetic"])
+    md = (out / "synthetic" / "leaderboard.md").read_text()
+    table = md.split("**Convergence under the shared budget")[1].split("\n\n")[1]
+    late = next(line for line in table.splitlines() if line.startswith("| Late fusion"))
+    early = next(line for line in table.splitlines() if line.startswith("| Early fusion"))
+    assert [c.strip() for c in late.split("|")[3:10]] == ["5 [4–6]", "0%", "9", "100%", "0", "10", "2"]
+    assert [c.strip() for c in early.split("|")[3:10]] == ["5.5 [1–10]", "50%", "7.5", "50%", "1", "10", "2"]

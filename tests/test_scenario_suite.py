@@ -15,6 +15,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import STORE_TEMPLATE, empty_mlflow_store
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
@@ -104,7 +105,6 @@ def test_suite_file_errors_name_the_key(tmp_path):
 
 # ----------------------------------------------------------------------------- fake stores
 
-_TEMPLATE: dict[str, Path] = {}
 
 
 @pytest.fixture(scope="module")
@@ -116,18 +116,7 @@ def root(tmp_path_factory):
         base = tmp_path_factory.mktemp("suite-stores")
     yield base
     shutil.rmtree(base, ignore_errors=True)
-    _TEMPLATE.clear()
-
-
-def _empty_store(folder: Path) -> Path:
-    if "db" not in _TEMPLATE:
-        template = folder.parent / "template" / "mlflow.db"
-        template.parent.mkdir(parents=True, exist_ok=True)
-        MlflowClient(f"sqlite:///{template}").search_experiments()
-        _TEMPLATE["db"] = template
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(_TEMPLATE["db"], folder / "mlflow.db")
-    return folder / "mlflow.db"
+    STORE_TEMPLATE.clear()
 
 
 def _probs(rng: np.random.Generator, labels: np.ndarray, signal: float) -> np.ndarray:
@@ -140,7 +129,7 @@ class SuiteStore:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.uri = f"sqlite:///{_empty_store(folder)}"
+        self.uri = f"sqlite:///{empty_mlflow_store(folder)}"
         self.client = MlflowClient(self.uri)
         self.exp = self.client.create_experiment("medfusion-synthetic",
                                                  artifact_location=(folder / "mlartifacts").as_uri())

@@ -100,10 +100,27 @@ def method_search_space(name: str) -> dict[str, Any]:
     return dict(read_yaml(path).get("search_space") or {}) if path.exists() else {}
 
 
+def read_layered(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file with its ``base:`` (another config file, relative to this one) underneath:
+    ``base: ../default.yaml`` plus a few keys is a variant of the default config, not a copy."""
+    raw = read_yaml(path)
+    if "base" not in raw:
+        return raw
+    base = raw.pop("base")
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base: expected the path of another config file, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in seen or base_path == path.resolve():
+        raise ConfigError(f"{path}: base: {base} includes itself")
+    if not base_path.exists():
+        raise ConfigError(f"{path}: base: config file {base_path} does not exist")
+    return deep_merge(read_layered(base_path, seen + (path.resolve(),)), raw)
+
+
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> BenchmarkConfig:
     """Read, layer and validate the configuration. ``overrides`` uses the YAML structure."""
     path = Path(path) if path else DEFAULT_CONFIG
-    raw = read_yaml(path)
+    raw = read_layered(path)
     overrides = dict(overrides or {})
     where = str(path)
     # The dataset may be given as a name; its preset file supplies defaults (options, encoder

@@ -96,6 +96,9 @@ def run_grid(cfg: BenchmarkConfig, grid: Sequence[RunSpec], console: Console) ->
         # Many processes (Ray tasks or local workers) never write one SQLite file: they go through
         # a local tracking server.
         server = LocalMlflowServer(results_dir, backend_uri=uri)
+        # Through a server, MLflow prints a "View run ... at: URL" line per run to stdout; the
+        # progress display and the leaderboard say what a user needs (workers inherit this).
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if cfg.execution.executor == "local" and cfg.execution.workers > 1:
         start_resource_tracker()  # before the watchdog, which would count it as the grid's
     # Everything started from here on carries the marker; the watchdog stops it if this process dies.

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.summary.calibration import calibration_table
+from benchmark.summary.convergence import convergence_table
 from benchmark.summary.document import Bullets, Document, FigureRef, Heading, HeatmapPlot, Paragraph, RatePlot
 from benchmark.summary.formatting import fixed, rate_text
 from benchmark.summary.headline import Headline, build_headline, headline_blocks, heatmap_plot
@@ -90,6 +91,8 @@ def build_report(tracking_uri: str, dataset: str, runs: pd.DataFrame | None = No
             doc.blocks.append(scenario_table(section, csv_rows))
             doc.blocks.append(Heading("Calibration", 3))
             doc.blocks.append(calibration_table(section, csv_rows))
+            doc.blocks.append(Heading("Convergence", 3))
+            doc.blocks.append(convergence_table(section, csv_rows))
     finally:
         if predictions is not None:
             predictions.close()

@@ -178,15 +178,19 @@ def comparison_tables(section: Section, csv_rows: list[dict[str, Any]],
         best_per_rate[rate] = max(scored, key=lambda t: t[0])[1] if scored else None
     baselines = [r for r in methods if r.method == BASELINE and r.setting == "default"] or \
                 [r for r in methods if r.method == BASELINE]
-    targets: list[tuple[str, Callable[[float], Row | None]]] = [("best", lambda rate: best_per_rate[rate])]
+    # A tuned row is compared with the tuned late fusion (same setting), a default row with the
+    # default one: tuning effort is never counted as a method's advantage.
+    by_setting = {r.setting: r for r in methods if r.method == BASELINE}
+    targets: list[tuple[str, Callable[[float, Row], Row | None]]] = [
+        ("best", lambda rate, row: best_per_rate[rate])]
     if baselines:
-        targets.append((BASELINE, lambda rate, b=baselines[0]: b))
+        targets.append((BASELINE, lambda rate, row, b=baselines[0]: by_setting.get(row.setting, b)))
     for name, ref_for in targets:
         rows = []
         for row in methods:
             out = row_cells(row)
             for rate in section.rates:
-                ref = ref_for(rate)
+                ref = ref_for(rate, row)
                 if ref is None:
                     out.append(Cell(f"{MISSING} (no reference)", kind="missing"))
                     continue
@@ -204,7 +208,8 @@ def comparison_tables(section: Section, csv_rows: list[dict[str, Any]],
             ref_note = f"Reference (highest mean AUC) per rate: {refs}. "
         else:
             title = f"Paired comparison of test AUC vs {baselines[0].label}"
-            ref_note = ""
+            ref_note = (f"Reference: {baselines[0].label} of the row's own setting (tuned rows vs the tuned "
+                        f"{baselines[0].label}, default rows vs the default one). " if len(by_setting) > 1 else "")
         blocks.append(TableView(
             title, ["method", "training"] + [f"rate {rate_text(r)}" for r in section.rates], rows,
             note=ref_note + "Δ = method − reference, mean over seeds with identical masks [95% t interval]. "
