@@ -70,7 +70,7 @@ STORE_TEMPLATE: dict[str, Path] = {}  # cleared by the fixtures that own the fol
 def empty_mlflow_store(folder: Path) -> Path:
     """A migrated, empty MLflow SQLite file in ``folder``: created once, then copied (migrations
     take seconds), for tests that fabricate stores."""
-    if "db" not in STORE_TEMPLATE:
+    if "db" not in STORE_TEMPLATE or not STORE_TEMPLATE["db"].exists():  # its folder may be gone
         template = folder.parent / "template" / "mlflow.db"
         template.parent.mkdir(parents=True, exist_ok=True)
         MlflowClient(f"sqlite:///{template}").search_experiments()
