@@ -52,11 +52,15 @@ def convergence_table(section: Section, csv_rows: list[dict[str, Any]]) -> Block
                  Cell(f"{cap:g}" if np.isfinite(cap) else "—"),
                  Cell(str(len(best)))]
         rows.append(row_cells(row) + cells)
-        csv_rows.append({"table": "convergence", "pattern": section.pattern, "protocol": section.protocol,
-                         "method": row.method, "display": row.label, "setting": row.setting,
-                         "config_hash": row.config_hash, "metric": "best_epoch", "n": len(best),
-                         "mean": float(np.median(best)), "ci_low": float(best.min()), "ci_high": float(best.max()),
-                         "value": float(np.median(trained)) if len(trained) else np.nan})
+        values = {"best_epoch_median": float(np.median(best)), "best_epoch_min": float(best.min()),
+                  "best_epoch_max": float(best.max()), "share_best_first_epoch": first,
+                  "epochs_trained_median": float(np.median(trained)) if len(trained) else np.nan,
+                  "share_stopped_early": float(np.mean(stopped)) if len(stopped) else np.nan,
+                  "runs_best_at_cap": float(at_cap), "max_epochs": cap}
+        for metric, value in values.items():  # one CSV row per figure of the table, in ``value``
+            csv_rows.append({"table": "convergence", "pattern": section.pattern, "protocol": section.protocol,
+                             "method": row.method, "display": row.label, "setting": row.setting,
+                             "config_hash": row.config_hash, "metric": metric, "n": len(best), "value": value})
     if not any_value:
         return Paragraph("No run of this section logged its best epoch.")
     return TableView(
