@@ -9,6 +9,7 @@ import argparse
 import sys
 from typing import Any, Callable, Sequence
 
+from core.calibration import CALIBRATIONS
 from core.errors import BenchmarkError, ConfigError
 from datasets import list_datasets
 from methods import list_methods
@@ -39,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="batch size shared by every method")
     p.add_argument("--lr", type=float, help="learning rate shared by every method")
     p.add_argument("--device", help="auto | cpu | cuda")
-    p.add_argument("--calibration", choices=("none", "temperature", "pattern_temperature"),
-                   help="post-hoc calibration shared by every method, fitted on validation (default: temperature)")
+    p.add_argument("--calibration", choices=CALIBRATIONS,
+                   help="post-hoc calibration shared by every method, fitted on validation (default: affine)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<results-dir>/mlflow.db; "
                                           "MLFLOW_TRACKING_URI also works)")
     p.add_argument("--results-dir", help="where leaderboards, masks and the MLflow store go (default: results)")

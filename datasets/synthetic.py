@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -92,9 +94,12 @@ class SyntheticDataset(BenchmarkDataset):
             arrays = self._generate(data_seed)
             if cached is not None:
                 cached.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cached.with_name(cached.stem + ".tmp.npz")
-                np.savez(tmp, **arrays)
-                tmp.replace(cached)
+                # A file name of this process's own, then an atomic rename: two cells generating
+                # the same table at once (local workers) never write into one temporary file.
+                handle, tmp_name = tempfile.mkstemp(dir=cached.parent, prefix=cached.stem + ".", suffix=".tmp.npz")
+                with os.fdopen(handle, "wb") as tmp:
+                    np.savez(tmp, **arrays)
+                Path(tmp_name).replace(cached)
         n = len(arrays["y"])
         levels = category_levels(o.n_cat)
         columns = tuple(TabularColumn(f"num{j}", "numeric") for j in range(o.n_num)) + tuple(

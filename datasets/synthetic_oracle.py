@@ -29,10 +29,11 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 from scipy.special import expit, logsumexp
-from scipy.stats import norm, rankdata
+from scipy.stats import norm
 
 from core.contract import SampleTable
 from core.masks import IMAGE, TABULAR, mnar_class_rates
+from core.metrics import delong
 from datasets.synthetic_scenarios import (C_OFFSET, CONTEXT_COLUMN, CONTEXT_LEVELS, SyntheticOptions,
                                           category_levels, category_tables, draw_categoricals,
                                           draw_latents, tab_direction, template)
@@ -91,21 +92,6 @@ def population_pattern_log_odds(pattern: str, rates: np.ndarray, image_share: fl
         lose_image = {"image": 1.0, "tabular": 0.0}.get(pattern, image_share)
         return {"both": 1 - r, "tabular": r * lose_image, "image": r * (1 - lose_image)}
     return log_odds_from_rates(probs(float(rates[1])), probs(float(rates[0])))
-
-
-def delong_many(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """AUCs and DeLong covariance of (R, N) scores (vectorised ranks, for Monte Carlo sizes)."""
-    pos = np.asarray(labels).astype(bool)
-    m, n = int(pos.sum()), int((~pos).sum())
-    v10, v01 = [], []
-    for x in np.atleast_2d(scores):
-        x = np.nan_to_num(x, nan=0.0, posinf=1e300, neginf=-1e300)
-        r_all = rankdata(x)
-        v10.append((r_all[pos] - rankdata(x[pos])) / n)
-        v01.append(1.0 - (r_all[~pos] - rankdata(x[~pos])) / m)
-    v10, v01 = np.stack(v10), np.stack(v01)
-    cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
-    return v10.mean(axis=1), cov
 
 
 class SyntheticOracle:
@@ -288,7 +274,8 @@ class SyntheticOracle:
             odds = population_pattern_log_odds(pattern, rates, image_share)
             term = np.array([odds[k] for k in PATTERN_KEYS] + [0.0])[pattern_codes(present)]
             bayes, ceiling = bayes + term, ceiling + term
-        aucs, cov = delong_many(y, np.stack([bayes, ceiling]))
+        scores = np.nan_to_num(np.stack([bayes, ceiling]), nan=0.0, posinf=1e300, neginf=-1e300)
+        aucs, cov = delong(y, scores)
         gap_var = max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0)
         return PopulationAUC(float(aucs[0]), float(np.sqrt(cov[0, 0])), float(aucs[1]),
                              float(np.sqrt(cov[1, 1])), float(np.sqrt(gap_var)), False)

@@ -59,6 +59,18 @@ def budget_share(fraction: float, budget: int, minimum: int = 1) -> int:
     return max(int(minimum), int(math.floor(float(fraction) * int(budget) + 0.5)))
 
 
+def minimum_stage_budget(fraction: float, fixed_epochs: int | None = None) -> int:
+    """Fewest epochs in which a first stage of ``fraction`` of the budget (at least one epoch, or
+    exactly ``fixed_epochs``) still leaves one epoch after it: the minimum a warm-up or a
+    pre-training stage needs to keep its meaning."""
+    if fixed_epochs is not None:
+        return fixed_epochs + 1
+    budget = 2
+    while budget_share(fraction, budget) >= budget:
+        budget += 1
+    return budget
+
+
 class BudgetError(ConfigError):
     """The shared epoch budget is too small for a method's defining stage or schedule."""
 
@@ -86,12 +98,7 @@ class WarmupStepSchedule:
     @staticmethod
     def minimum_budget(warmup_fraction: float, warmup_epochs: int | None) -> int:
         """Fewest epochs with a warm-up of at least one epoch *and* one epoch after it."""
-        if warmup_epochs is not None:
-            return warmup_epochs + 1
-        budget = 2
-        while budget_share(warmup_fraction, budget) >= budget:
-            budget += 1
-        return budget
+        return minimum_stage_budget(warmup_fraction, warmup_epochs)
 
     @classmethod
     def for_budget(cls, budget: int, warmup_fraction: float, step_fraction: float, gamma: float,

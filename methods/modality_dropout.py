@@ -70,7 +70,7 @@ from core.contract import DatasetInfo
 from core.encoders import EncoderConfig, encode_present
 from core.errors import ConfigError
 from methods import register_method
-from methods.base import BudgetError, FusionMethod, Stage, budget_share
+from methods.base import BudgetError, FusionMethod, Stage, budget_share, minimum_stage_budget
 
 BRANCHES = ("fusion", "image", "tabular")
 _HEAD_SPACE = {
@@ -303,10 +303,8 @@ class ModalityDropoutContrastive(FusionMethod):
             return 1, "one supervised epoch"
         if options.pretrain_epochs is not None:
             return options.pretrain_epochs + 1, f"pretrain_epochs = {options.pretrain_epochs} plus one supervised epoch"
-        budget = 2
-        while budget_share(options.pretrain_fraction, budget) >= budget:
-            budget += 1
-        return budget, "one contrastive pre-training epoch and one supervised epoch"
+        return (minimum_stage_budget(options.pretrain_fraction),
+                "one contrastive pre-training epoch and one supervised epoch")
 
     def pretrain_epochs(self, epochs: int) -> int:
         """Stage-1 epochs: ``pretrain_fraction`` of the budget (at least one), or ``pretrain_epochs``;

@@ -15,9 +15,10 @@ from sklearn.metrics import roc_auc_score
 
 import benchmark.cells.runner as cell_runner
 import benchmark.run as run_module
+from benchmark.config.schema import EvaluationConfig
 from benchmark.grid import ORACLE_METHOD
 from benchmark.summary import build_leaderboards
-from core.calibration import PATTERNS, as_logits, fit_calibrator, fit_temperature, nll
+from core.calibration import PATTERNS, as_logits, fit_affine, fit_calibrator, fit_temperature, nll
 from core.metrics import compute_metrics
 from tests.conftest import write_tiny_config
 
@@ -85,7 +86,7 @@ def test_small_or_single_class_patterns_fall_back_to_the_global_temperature():
     assert cal.metrics()["calibration_patterns_fitted"] == 1
 
 
-@pytest.mark.parametrize("kind", ["temperature", "pattern_temperature"])
+@pytest.mark.parametrize("kind", ["temperature", "pattern_temperature", "affine", "pattern_affine"])
 @pytest.mark.parametrize("task,true_t", [("binary", 0.6), ("multiclass", 1.0), ("multilabel", 1.7)])
 def test_validation_nll_never_increases(kind, task, true_t):
     labels, probs = fabricated(task, 500, true_t, seed=7)
@@ -161,3 +162,78 @@ def test_cell_run_fits_on_validation_only_and_logs_calibration(tmp_path, monkeyp
     before = [f.read_bytes() for f in files]
     build_leaderboards(f"sqlite:///{results / 'mlflow.db'}", results, ["synthetic"])
     assert [f.read_bytes() for f in files] == before  # the calibration table rebuilds byte-identically
+
+
+def shifted(task: str, probs: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """The probabilities of a head whose logits carry a constant per-class offset ``shift``."""
+    z = as_logits(task, probs) + shift
+    return 1 / (1 + np.exp(-z)) if task == "multilabel" else softmax(z)
+
+
+@pytest.mark.parametrize("task,shift", [("binary", [0.0, -2.5]), ("multiclass", [0.0, 1.5, -1.0, 0.5]),
+                                        ("multilabel", [2.0, -1.0, 0.0])])
+def test_affine_recovers_temperature_and_class_bias(task, shift):
+    labels, calibrated = fabricated(task, 8000, 1.0, seed=11)
+    biased = shifted(task, calibrated, np.asarray(shift))
+    logits = as_logits(task, biased)
+    over_confident = 1 / (1 + np.exp(-2 * logits)) if task == "multilabel" else softmax(2 * logits)
+    fit = fit_affine(task, labels, over_confident)
+    assert fit.temperature == pytest.approx(2.0, rel=0.1)
+    bias = np.asarray(fit.bias)
+    expected = -np.asarray(shift, dtype=float)
+    if task != "multilabel":          # softmax: only differences to class 0 are identified
+        expected, bias = expected - expected[0], bias - bias[0]
+    np.testing.assert_allclose(bias, expected, atol=0.15)
+
+
+def test_affine_moves_a_biased_threshold_that_a_temperature_cannot():
+    """The measured failure that made ``affine`` the default: a head that ranks well but puts every
+    row on one side of 0.5.  A temperature keeps the argmax (ACC stays at the majority share);
+    the bias restores the ACC the ranking allows, without changing the ranking (AUC)."""
+    labels, calibrated = fabricated("binary", 3000, 1.0, seed=5)
+    biased = shifted("binary", calibrated, np.array([0.0, -6.0]))       # P(class 1) always tiny
+    present = np.ones((3000, 2), bool)
+    assert (biased.argmax(1) == 0).mean() > 0.95
+    temp = fit_calibrator("temperature", "binary", labels, biased, present).apply(biased, present)
+    affine = fit_calibrator("affine", "binary", labels, biased, present)
+    after = affine.apply(biased, present)
+    acc = lambda p: float((p.argmax(1) == labels).mean())  # noqa: E731
+    assert acc(temp) == pytest.approx(acc(biased), abs=1e-12)
+    assert acc(after) > acc(temp) + 0.15
+    assert acc(after) == pytest.approx(acc(calibrated), abs=0.02)
+    assert roc_auc_score(labels, after[:, 1]) == pytest.approx(roc_auc_score(labels, biased[:, 1]), abs=1e-12)
+    metrics = affine.metrics()
+    assert set(metrics) == {"calibration_temperature", "calibration_bias_0", "calibration_bias_1"}
+    assert metrics["calibration_bias_0"] == 0.0 and metrics["calibration_bias_1"] == pytest.approx(6.0, abs=0.5)
+
+
+def test_pattern_affine_fits_a_bias_per_pattern():
+    parts, truth = [], {"both": 0.0, "image_only": -2.0, "tabular_only": 1.5}
+    for i, (name, image, tabular) in enumerate(PATTERNS):
+        labels, probs = fabricated("binary", 3000, 1.0, seed=20 + i)
+        parts.append((labels, shifted("binary", probs, np.array([0.0, truth[name]])),
+                      np.tile([image, tabular], (len(labels), 1))))
+    labels, probs, present = (np.concatenate(x) for x in zip(*parts))
+    cal = fit_calibrator("pattern_affine", "binary", labels, probs, present)
+    assert cal.fitted == ("both", "image_only", "tabular_only")
+    metrics = cal.metrics()
+    for name, shift in truth.items():
+        assert metrics[f"calibration_bias_{name}_1"] == pytest.approx(-shift, abs=0.2)
+    assert metrics["calibration_patterns_fitted"] == 3
+
+
+def test_affine_is_the_default_calibration():
+    assert EvaluationConfig().calibration == "affine"
+
+
+def test_affine_finds_a_bias_larger_than_the_heads_logits():
+    """Measured on CFCML (seed 0): logits ~20x too small *and* shifted, so the temperature alone
+    runs to its bound and the needed bias (~60 calibrated logits) dwarfs the raw ones."""
+    labels, calibrated = fabricated("binary", 3000, 1.0, seed=9)
+    z = as_logits("binary", calibrated)
+    head = softmax(0.05 * (z - z[:, :1]) + np.array([0.0, -3.0]))
+    fit = fit_affine("binary", labels, head)
+    assert fit.temperature == pytest.approx(0.05, rel=0.1)
+    assert fit.bias[1] == pytest.approx(60.0, rel=0.1)
+    after = fit.apply("binary", as_logits("binary", head))
+    assert float((after.argmax(1) == labels).mean()) == pytest.approx(float((calibrated.argmax(1) == labels).mean()), abs=0.02)

@@ -1,6 +1,8 @@
 """The synthetic dataset and its oracle (datasets spec section 7, correctness checks)."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -75,6 +77,21 @@ def test_same_seed_same_arrays_bit_for_bit(tmp_path):
     assert list(tmp_path.glob("synthetic_*.npz"))
     d = create_dataset("synthetic", n_train=30, n_val=5, n_test=5, seed=1).load_table()
     assert not np.array_equal(a.numeric, d.numeric)
+
+
+def test_concurrent_cache_writers_never_share_a_temporary_file(tmp_path):
+    """Local workers may generate the same table at once: each writes its own temporary file and
+    renames it into place, so every writer succeeds, the cache holds one valid file, and nothing
+    temporary is left behind (a shared temporary name lost the race: the loser's rename failed)."""
+    def load(_: int) -> np.ndarray:
+        return create_dataset("synthetic", n_train=400, n_val=5, n_test=5, cache_dir=str(tmp_path)).load_table().numeric
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        tables = list(pool.map(load, range(12)))
+    for t in tables[1:]:
+        np.testing.assert_array_equal(tables[0], t)
+    assert len(list(tmp_path.glob("synthetic_*.npz"))) == 1
+    assert not list(tmp_path.glob("*.tmp*"))
 
 
 def test_shift_oracle_uses_the_mixture():

@@ -29,7 +29,7 @@ from benchmark.tracking.store import KEY_TAG, LEAK_TAG, StorageError, Tracker, s
 from benchmark.training.device import machine_description, resolve_device, seed_everything
 from benchmark.training.loop import predict, train_method
 from core.batch import PreparedData
-from core.calibration import Calibrator, fit_calibrator
+from core.calibration import PER_PATTERN, Calibrator, fit_calibrator
 from core.metrics import CALIBRATION_METRICS, compute_metrics
 from core.options import to_mapping
 from datasets import create_dataset
@@ -184,8 +184,8 @@ def calibrate_on_validation(spec: RunSpec, method: FusionMethod, data: PreparedD
     probs = predict(method, val, data.train_prior, resolve_device(spec.training.device),
                     spec.training.eval_batch_size)
     calibrator = fit_calibrator(kind, data.info.task, val.labels, probs, val.present)
-    if kind == "pattern_temperature":
-        LOG.info("%s: pattern temperatures fitted for %d pattern(s) (%s), the others use the global one",
+    if kind in PER_PATTERN:
+        LOG.info("%s: per-pattern calibration fitted for %d pattern(s) (%s), the others use the global one",
                  spec.label(), len(calibrator.fitted), ", ".join(calibrator.fitted) or "none")
     out = dict(calibrator.metrics())
     before = compute_metrics(data.info.task, val.labels, probs)

@@ -101,13 +101,15 @@ METHOD_TRAINING_KEYS: tuple[str, ...] = ("lr", "weight_decay")
 class EvaluationConfig:
     """Post-hoc steps applied identically to every trained method before it is scored, fitted on
     the validation split only (``core.calibration``).  Part of a run's identity: they change the
-    probabilities that are scored.  Default ``temperature``: one validation-fitted temperature
-    for every method is the fair choice — methods then differ by what they rank, not by how
-    their training happened to scale the probabilities (``none`` scores raw outputs, which
-    rewards methods whose loss calibrates by accident; ``pattern_temperature`` fits one
-    temperature per availability pattern, see ``core.calibration``)."""
+    probabilities that are scored.  Default ``affine``: one validation-fitted temperature and
+    class bias (Platt scaling, binary) for every method is the fair choice — methods then differ by
+    what they rank, not by how their training happened to scale or shift the probabilities
+    (``none`` scores raw outputs, which rewards methods whose loss calibrates by accident;
+    ``temperature`` keeps a head's decision threshold, so a head selected while biased to one class
+    is scored on that bias; ``pattern_temperature`` / ``pattern_affine`` fit one map per
+    availability pattern, see ``core.calibration``)."""
 
-    calibration: Literal["none", "temperature", "pattern_temperature"] = "temperature"
+    calibration: Literal["none", "temperature", "pattern_temperature", "affine", "pattern_affine"] = "affine"
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from typing import Sequence
 import numpy as np
 from scipy import stats as sps
 
-from benchmark.summary.stats import LEVEL, Summary, placements, t_interval
+from benchmark.summary.stats import LEVEL, Summary, t_interval
+from core.metrics import placements
 
 
 @dataclass(frozen=True)

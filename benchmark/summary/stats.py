@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from core.metrics import delong
+from core.metrics import delong, placements
 
 ALPHA = 0.05  # significance level of every test the leaderboards show
 LEVEL = 0.95  # confidence level of every interval the leaderboards show
@@ -129,30 +129,6 @@ def delong_test(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) 
     se = math.sqrt(var)
     z = diff / se
     return DelongResult(n, float(aucs[0]), float(aucs[1]), diff, se, z, float(2 * sps.norm.sf(abs(z))))
-
-
-def _midranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank (vectorised; scipy's rankdata is the same
-    numbers but slower per call, which matters in the many small calls here)."""
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    change = np.flatnonzero(xs[1:] != xs[:-1]) + 1
-    starts = np.concatenate([[0], change])
-    ends = np.concatenate([change, [len(x)]])
-    out = np.empty(len(x))
-    out[order] = np.repeat((starts + ends - 1) / 2.0 + 1.0, ends - starts)
-    return out
-
-
-def placements(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """DeLong structural components: for each positive the share of negatives it outranks (ties
-    count 1/2), for each negative the share of positives that outrank it; their means are the AUC."""
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    m, n = len(pos), len(neg)
-    tz = _midranks(np.concatenate([pos, neg]))
-    v10 = (tz[:m] - _midranks(pos)) / n
-    v01 = 1.0 - (tz[m:] - _midranks(neg)) / m
-    return v10, v01
 
 
 def delong_stratified(strata: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> DelongResult:
