@@ -14,6 +14,7 @@ from typing import Sequence
 from benchmark.cli import build_parser as run_parser
 from benchmark.cli import guarded, overrides_from_args, parse_list, print_registries
 from benchmark.config import load_config
+from benchmark.execution import exit_status, handle_interrupts
 from benchmark.tuning import load_tune_config, tune
 from core.errors import ConfigError
 
@@ -51,7 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _, failures = tune(cfg, tcfg, args.storage)
         return 1 if failures else 0
 
-    return guarded(body, "interrupted: finished trials are kept; rerun the same command to resume")
+    # SIGTERM as well as Ctrl-C becomes a KeyboardInterrupt, so the trial and study runs are closed
+    # as KILLED (a bare SIGTERM used to leave both RUNNING until the next start); exit 128 + signal.
+    with handle_interrupts():
+        code = guarded(body, "interrupted: finished trials are kept; rerun the same command to resume")
+    return exit_status() if code == 130 else code
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 without repeating finished trials, pruning, no test access, the tuned file, and ``run --tuned``."""
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import mlflow
@@ -313,3 +316,28 @@ def test_a_crashing_method_is_reported_and_the_others_still_tuned(tmp_path, monk
     assert tuning.counted(study) == 5 and {n: v for n, v in _snapshot(study).items() if n in before} == before
     parents = mlflow.search_runs([exp.experiment_id], filter_string="tags.kind = 'tuning' and tags.method = 'tabular_sklearn'")
     assert len(parents) == 1 and parents["tags.trials_target"].iloc[0] == "5"
+
+
+def test_sigterm_closes_the_trial_and_study_runs_as_killed(tmp_path, monkeypatch, capsys):
+    """``kill <pid>`` (SIGTERM) during a trial: exit 143 and no MLflow run left RUNNING (before the
+    tuning CLI handled SIGTERM, both the trial's and the study's runs stayed RUNNING)."""
+    cfg, tcfg, results = _files(tmp_path)
+    real_train = trial_module.train_method
+
+    def terminated(method, data, cfg_, seed, on_epoch=None):
+        if method.registry_name != "late_fusion":
+            return real_train(method, data, cfg_, seed, on_epoch)
+
+        def stop(epoch, record):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+        return real_train(method, data, cfg_, seed, stop)
+
+    monkeypatch.setattr(trial_module, "train_method", terminated)
+    handler = signal.getsignal(signal.SIGTERM)
+    assert tune_module.main(["--config", str(cfg), "--tune-config", str(tcfg)]) == 143
+    assert signal.getsignal(signal.SIGTERM) is handler
+    mlflow.set_tracking_uri(f"sqlite:///{results / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert len(runs) and "RUNNING" not in set(runs.status)
+    assert "KILLED" in set(runs.status)
