@@ -6,8 +6,9 @@ Why here, as data: the claims are one line each from the published abstracts (pa
 claim against which baseline is a fixed part of the benchmark's design, not a result.  The
 numbers are never typed in: every difference is ``contrast.difference`` on the runs of the named
 suite entry (``suite_runs``), paired by seed and test-sample id, 95% interval over seeds and test
-samples; **sig.** when the interval excludes 0, **n.s.** otherwise (not evidence of equality).
-A claim whose method is not registered is not listed; one whose method or baseline has no runs in
+samples; **sig.** when the interval excludes 0, **n.s.** otherwise (not evidence of equality);
+**no difference** only when the whole interval lies within the baseline AUC's own noise
+(``contrast.within_noise``: +/- the half-width of the baseline's 95% interval).  A claim whose method is not registered is not listed; one whose method or baseline has no runs in
 the store says so.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from benchmark.summary.contrast import common_rates, difference, verdict
+from benchmark.summary.contrast import common_rates, difference, level, noise_margin, verdict, within_noise
 from benchmark.summary.document import Cell, TableView
 from benchmark.summary.formatting import MISSING, rate_text, signed
 from benchmark.summary.model import CellStat
@@ -80,14 +81,20 @@ class ClaimResult:
     rates: list[float]
     diff: CellStat | None
     note: str = ""
+    margin: float | None = None  # the baseline AUC's noise (half-width of its 95% interval)
 
     def verdict_text(self) -> str:
-        """"sig. better" / "sig. worse" / "n.s." / why it is missing."""
+        """"sig. better" / "sig. worse" / "n.s." / "no difference" (within the baseline's noise),
+        or why it is missing."""
         if self.diff is None or self.diff.n == 0:
             return self.note or "not measured"
         v = verdict(self.diff)
+        noise = within_noise(self.diff, self.margin)
         if v == "sig.":
-            return "sig. better" if self.diff.summary.mean > 0 else "sig. worse"
+            text = "sig. better" if self.diff.summary.mean > 0 else "sig. worse"
+            return text + (f", within noise (±{self.margin:.3f})" if noise else "")
+        if noise:
+            return f"no difference (within noise, ±{self.margin:.3f})"
         return v if v != MISSING else "no interval (one seed without predictions)"
 
 
@@ -117,7 +124,7 @@ def measure(claim: Claim, test: ClaimTest, entries: list[Entry]) -> ClaimResult:
     rates, why = _rates(common_rates(a, b), test.rates)
     if not rates:
         return ClaimResult(claim, test, [], None, why)
-    return ClaimResult(claim, test, rates, difference(a, b, rates))
+    return ClaimResult(claim, test, rates, difference(a, b, rates), margin=noise_margin(level(b, rates)))
 
 
 def claim_results(entries: list[Entry], registered: Sequence[str]) -> list[ClaimResult]:
@@ -174,4 +181,5 @@ def claims_table(results: list[ClaimResult], csv_rows: list[dict[str, Any]]) -> 
         note="Δ = AUC(method) − AUC(baseline) on the same test samples, per seed, then over seeds (paired by seed "
              "and sample id). 95% interval: seed-to-seed spread plus test-sample noise (paired DeLong components). "
              "**sig.** = the interval excludes 0; **n.s.** = it does not, which is not evidence that the two are "
-             "equal. A synthetic scenario tests the mechanism behind a claim, not the paper's reported figure.")
+             "equal; **no difference** = the whole interval lies within ± the half-width of the baseline AUC's own "
+             "95% interval (less than this test set can resolve of one AUC). A synthetic scenario tests the mechanism behind a claim, not the paper's reported figure.")

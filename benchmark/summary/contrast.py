@@ -11,6 +11,13 @@ Intervals are the leaderboards' own (``intervals.honest_interval``): seed-to-see
 test-sample noise, the per-sample DeLong components of the two sides subtracted per sample id (a
 paired DeLong variance), averaged over the rates per seed (``intervals.combine``).  Verdict:
 **sig.** when the 95% interval excludes 0, else **n.s.** (not evidence of equality).
+
+"No difference" needs more than n.s.: :func:`within_noise` says a difference is smaller than the
+noise of the reference's own measurement -- its whole 95% interval lies inside +/- the half-width
+of the reference AUC's 95% interval (:func:`noise_margin`; seeds and test samples), an
+equivalence test whose margin is what the benchmark can resolve of one AUC at this test size.
+A paired difference can be significant *and* within noise: a learnt model a hair below a
+population optimum, on thousands of shared test samples.
 """
 from __future__ import annotations
 
@@ -139,6 +146,24 @@ def verdict(c: CellStat) -> str:
     if c.n == 0 or not (np.isfinite(s.ci_low) and np.isfinite(s.ci_high)):
         return "—"
     return "sig." if s.ci_low > 0 or s.ci_high < 0 else "n.s."
+
+
+def noise_margin(reference: CellStat) -> float | None:
+    """Half the width of the reference AUC's 95% interval (seeds and test samples): how precisely
+    one AUC is known at this test size; None without a finite interval."""
+    s = reference.summary
+    if reference.n == 0 or not (np.isfinite(s.ci_low) and np.isfinite(s.ci_high)):
+        return None
+    return float(s.ci_high - s.ci_low) / 2.0
+
+
+def within_noise(c: CellStat, margin: float | None) -> bool:
+    """Whether the difference's whole 95% interval lies inside +/- ``margin`` (equivalence: the
+    two AUCs differ by less than the reference's own measurement noise)."""
+    s = c.summary
+    if margin is None or c.n == 0 or not (np.isfinite(s.ci_low) and np.isfinite(s.ci_high)):
+        return False
+    return -margin <= s.ci_low and s.ci_high <= margin
 
 
 def ceiling_cells(section: Section, prefix: str = "test") -> list[CellStat] | None:

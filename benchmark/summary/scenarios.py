@@ -25,7 +25,15 @@ import pandas as pd
 from benchmark.summary.assemble import build_report
 from benchmark.summary.build import write_report
 from benchmark.summary.claims import claim_results, claims_table, diff_text
-from benchmark.summary.contrast import EVIDENCE_LABEL, EVIDENCE_METHOD, difference, level, verdict
+from benchmark.summary.contrast import (
+    EVIDENCE_LABEL,
+    EVIDENCE_METHOD,
+    difference,
+    level,
+    noise_margin,
+    verdict,
+    within_noise,
+)
 from benchmark.summary.document import Bullets, Cell, Document, Heading, Paragraph, TableView
 from benchmark.summary.formatting import MISSING, fixed, rate_text
 from benchmark.summary.model import CellStat
@@ -110,6 +118,20 @@ def gap_matrix(entries: list[Entry], csv_rows: list[dict[str, Any]]) -> TableVie
              f"{MISSING}: not run (or no oracle).")
 
 
+def ceiling_verdict(d: CellStat | None, margin: float | None) -> str:
+    """Above the ceiling (sig.), within its noise (the Δ interval inside +/- ``margin``; said with
+    "sig. below" when the interval also excludes 0), below it (sig.), or n.s."""
+    if d is None:
+        return MISSING
+    v, mean = verdict(d), d.summary.mean
+    if v == "sig." and mean > 0:
+        return "above the ceiling (sig.)"
+    if within_noise(d, margin):
+        return (f"within noise of the ceiling (±{fixed(margin)})"
+                + (", sig. below" if v == "sig." else ""))
+    return "below the ceiling (sig.)" if v == "sig." else v
+
+
 def interaction_tables(entries: list[Entry], csv_rows: list[dict[str, Any]]) -> list[TableView]:
     """Per interaction entry: each method's AUC, its difference to the ceiling and the verdict."""
     tables = []
@@ -117,21 +139,20 @@ def interaction_tables(entries: list[Entry], csv_rows: list[dict[str, Any]]) -> 
         if e.scenario != "interaction" or e.section is None:
             continue
         top = e.side(e.oracle(), ceiling=True)
+        ceiling = level(top) if top is not None else None
+        margin = noise_margin(ceiling) if ceiling is not None else None
         rows = []
         for row in e.section.method_rows():
             side = e.side(row)
             auc = level(side) if side is not None else None
             d = difference(side, top) if side is not None and top is not None else None
             d = d if d is not None and d.n else None
-            v = verdict(d) if d is not None else MISSING
-            text = MISSING if d is None else ("n.s." if v != "sig." else
-                                               "above the ceiling (sig.)" if d.summary.mean > 0 else
-                                               "below the ceiling (sig.)")
+            text = ceiling_verdict(d, margin)
             rows.append((-(auc.summary.mean if auc and auc.n else -1.0), row.method,
                          [Cell(row.method), Cell(level_text(auc), kind=_kind(auc)), Cell(diff_text(d), kind=_kind(d)),
-                          Cell(text, bold=v == "sig.", kind="sig" if v == "sig." else "ns")]))
+                          Cell(text, bold=text.endswith("ceiling (sig.)"),
+                               kind="sig" if text.endswith("ceiling (sig.)") else "ns")]))
             csv_rows.append(_csv("vs_ceiling", e, row.method, d, baseline=EVIDENCE_METHOD, verdict=text))
-        ceiling = level(top) if top is not None else None
         oracle = e.side(e.oracle())
         body = [r for *_, r in sorted(rows, key=lambda t: (t[0], t[1]))]
         body.append([Cell(EVIDENCE_LABEL), Cell(level_text(ceiling), kind="ref"), Cell("0.000", kind="ref"),
@@ -143,7 +164,11 @@ def interaction_tables(entries: list[Entry], csv_rows: list[dict[str, Any]]) -> 
             ["method", "AUC [95%]", "Δ vs ceiling [95%]", "verdict"], body, text_columns=1,
             note="The ceiling is what any late fusion of calibrated unimodal scores can reach at best; a method "
                  "significantly above it models the cross-modal interaction. Δ paired by seed and test sample; "
-                 "sig. = the 95% interval (seeds and test samples) excludes 0."))
+                 "sig. = the 95% interval (seeds and test samples) excludes 0. Within noise: the whole Δ interval "
+                 "lies inside ± the half-width of the ceiling AUC's own 95% interval"
+                 + (f" (±{fixed(margin)})" if margin is not None else "")
+                 + ", i.e. the two differ by less than this test set can resolve of one AUC; a learnt model can be "
+                   "sig. below a population optimum and still within its noise."))
     return tables
 
 
