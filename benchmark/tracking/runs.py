@@ -1,7 +1,8 @@
 """One MLflow run's life: it ends FINISHED only when its body completed, else KILLED or FAILED with why.
 
-:func:`tracked_run` is what the grid driver (the parent run) and the cell runner (each child) use
-instead of ``with mlflow.start_run()``, which ends every exception as FAILED:
+:func:`tracked_run` is what the grid driver (the parent run), the cell runner (each child) and a
+tuning study (its parent run) use instead of ``with mlflow.start_run()``, which ends every
+exception, a SIGTERM-turned-KeyboardInterrupt included, as FAILED:
 
 * the body completed -> FINISHED (so a cell is FINISHED only after all its artifacts were written);
 * ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM turned into one) or ``SystemExit`` (a Ray worker being
@@ -59,8 +60,14 @@ def end_active(run_id: str, status: str, tags: dict[str, str] | None = None, wri
 
 
 @contextmanager
-def tracked_run(experiment_id: str, run_name: str, tags: dict[str, str], nested: bool = False) -> Iterator:
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested, tags=tags)
+def tracked_run(experiment_id: str | None = None, run_name: str | None = None, tags: dict[str, str] | None = None,
+                nested: bool = False, run_id: str | None = None) -> Iterator:
+    """A new run (``experiment_id``, ``run_name``, ``tags``), or with ``run_id`` an existing one
+    resumed (a tuning study's parent run across invocations), ended as the module docstring says."""
+    if run_id is not None:
+        run = mlflow.start_run(run_id=run_id, nested=nested)
+    else:
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested, tags=tags)
     try:
         yield run
     except TrackingUnavailable:

@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmark.config.schema import BenchmarkConfig
+from benchmark.tracking.runs import tracked_run
 from benchmark.tracking.store import Tracker
 from benchmark.tuning.identity import study_fingerprint
 from benchmark.tuning.settings import TuneConfig, study_space
@@ -80,7 +81,7 @@ def open_study(cfg: BenchmarkConfig, tcfg: TuneConfig, method: str, name: str, s
 
 
 def parent_run(tracker: Tracker, exp_id: str, name: str, method: str, dataset: str, mspec: MissingSpec) -> dict[str, Any]:
-    """``mlflow.start_run`` arguments of the study's parent run: the existing one on resume (its
+    """``tracked_run`` arguments of the study's parent run: the existing one on resume (its
     trial runs left RUNNING by a killed process are closed as KILLED), else a new one."""
     client = tracker.client
     parents = client.search_runs([exp_id], filter_string=f"tags.optuna_study = '{name}' and tags.kind = 'tuning'")
@@ -111,7 +112,7 @@ def run_study(cfg: BenchmarkConfig, tcfg: TuneConfig, method: str, mspec: Missin
     done = counted(study)
     console.print(f"[bold]{method}[/]: study {name}: {done}/{tcfg.trials} trials done  (Optuna: {storage})")
     failures = 0
-    with mlflow.start_run(**parent_kwargs) as parent:
+    with tracked_run(**parent_kwargs) as parent:  # interrupted -> KILLED (mlflow.start_run says FAILED)
         mlflow.set_tag("trials_target", str(tcfg.trials))  # a tag: --trials may grow on a later run
         if "run_id" not in parent_kwargs:  # MLflow params are immutable; the fingerprint fixes them for the study
             mlflow.log_params({"tuning_seeds": ",".join(map(str, tcfg.tuning_seeds)),
