@@ -8,8 +8,9 @@ numbers are never typed in: every difference is ``contrast.difference`` on the r
 suite entry (``suite_runs``), paired by seed and test-sample id, 95% interval over seeds and test
 samples; **sig.** when the interval excludes 0, **n.s.** otherwise (not evidence of equality);
 **no difference** only when the whole interval lies within the baseline AUC's own noise
-(``contrast.within_noise``: +/- the half-width of the baseline's 95% interval).  A claim whose method is not registered is not listed; one whose method or baseline has no runs in
-the store says so.
+(``contrast.within_noise``: +/- the half-width of the baseline's 95% interval).  A claim whose
+method is not registered is not listed; one whose method or baseline has no runs in the store
+says so.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from benchmark.summary.contrast import common_rates, difference, level, noise_margin, verdict, within_noise
 from benchmark.summary.document import Cell, TableView
-from benchmark.summary.formatting import MISSING, rate_text, signed
+from benchmark.summary.formatting import MISSING, fixed, rate_text, signed
 from benchmark.summary.model import CellStat
 from benchmark.summary.suite_runs import Entry, entry_by_name
 
@@ -92,9 +93,9 @@ class ClaimResult:
         noise = within_noise(self.diff, self.margin)
         if v == "sig.":
             text = "sig. better" if self.diff.summary.mean > 0 else "sig. worse"
-            return text + (f", within noise (±{self.margin:.3f})" if noise else "")
+            return text + (f", within noise (±{fixed(self.margin)})" if noise else "")
         if noise:
-            return f"no difference (within noise, ±{self.margin:.3f})"
+            return f"no difference (within noise, ±{fixed(self.margin)})"
         return v if v != MISSING else "no interval (one seed without predictions)"
 
 
@@ -182,4 +183,5 @@ def claims_table(results: list[ClaimResult], csv_rows: list[dict[str, Any]]) -> 
              "and sample id). 95% interval: seed-to-seed spread plus test-sample noise (paired DeLong components). "
              "**sig.** = the interval excludes 0; **n.s.** = it does not, which is not evidence that the two are "
              "equal; **no difference** = the whole interval lies within ± the half-width of the baseline AUC's own "
-             "95% interval (less than this test set can resolve of one AUC). A synthetic scenario tests the mechanism behind a claim, not the paper's reported figure.")
+             "95% interval (less than this test set can resolve of one AUC). A synthetic scenario tests the "
+             "mechanism behind a claim, not the paper's reported figure.")

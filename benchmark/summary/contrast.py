@@ -140,30 +140,33 @@ def difference(a: Side, b: Side, rates: Sequence[float] | None = None) -> CellSt
     return _estimate(per_seed, expected, DIFF_BOUNDS)
 
 
+def has_interval(c: CellStat) -> bool:
+    """Whether the cell has replicates and a finite 95% interval (one seed has none)."""
+    s = c.summary
+    return c.n > 0 and bool(np.isfinite(s.ci_low) and np.isfinite(s.ci_high))
+
+
 def verdict(c: CellStat) -> str:
     """"sig." when the 95% interval excludes 0, "n.s." when it does not, "—" without an interval."""
-    s = c.summary
-    if c.n == 0 or not (np.isfinite(s.ci_low) and np.isfinite(s.ci_high)):
+    if not has_interval(c):
         return "—"
-    return "sig." if s.ci_low > 0 or s.ci_high < 0 else "n.s."
+    return "sig." if c.summary.ci_low > 0 or c.summary.ci_high < 0 else "n.s."
 
 
 def noise_margin(reference: CellStat) -> float | None:
     """Half the width of the reference AUC's 95% interval (seeds and test samples): how precisely
     one AUC is known at this test size; None without a finite interval."""
-    s = reference.summary
-    if reference.n == 0 or not (np.isfinite(s.ci_low) and np.isfinite(s.ci_high)):
+    if not has_interval(reference):
         return None
-    return float(s.ci_high - s.ci_low) / 2.0
+    return float(reference.summary.ci_high - reference.summary.ci_low) / 2.0
 
 
 def within_noise(c: CellStat, margin: float | None) -> bool:
     """Whether the difference's whole 95% interval lies inside +/- ``margin`` (equivalence: the
     two AUCs differ by less than the reference's own measurement noise)."""
-    s = c.summary
-    if margin is None or c.n == 0 or not (np.isfinite(s.ci_low) and np.isfinite(s.ci_high)):
+    if margin is None or not has_interval(c):
         return False
-    return -margin <= s.ci_low and s.ci_high <= margin
+    return -margin <= c.summary.ci_low and c.summary.ci_high <= margin
 
 
 def ceiling_cells(section: Section, prefix: str = "test") -> list[CellStat] | None:

@@ -148,10 +148,10 @@ def interaction_tables(entries: list[Entry], csv_rows: list[dict[str, Any]]) -> 
             d = difference(side, top) if side is not None and top is not None else None
             d = d if d is not None and d.n else None
             text = ceiling_verdict(d, margin)
+            strong = text.endswith("ceiling (sig.)")  # above / below, not merely within noise
             rows.append((-(auc.summary.mean if auc and auc.n else -1.0), row.method,
                          [Cell(row.method), Cell(level_text(auc), kind=_kind(auc)), Cell(diff_text(d), kind=_kind(d)),
-                          Cell(text, bold=text.endswith("ceiling (sig.)"),
-                               kind="sig" if text.endswith("ceiling (sig.)") else "ns")]))
+                          Cell(text, bold=strong, kind="sig" if strong else "ns")]))
             csv_rows.append(_csv("vs_ceiling", e, row.method, d, baseline=EVIDENCE_METHOD, verdict=text))
         oracle = e.side(e.oracle())
         body = [r for *_, r in sorted(rows, key=lambda t: (t[0], t[1]))]
